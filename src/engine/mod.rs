@@ -1,0 +1,512 @@
+//! MiniDB's LSM-tree key-value engine: bytes in, bytes out.
+//!
+//! Write path: budget checks → WAL append (group commit, fsync per [`SyncPolicy`]) →
+//! memtable. Full memtables are frozen and flushed to level-0 SSTables by a background
+//! worker; a second worker runs leveled compaction. Reads pin a [`Snapshot`]: the memtables
+//! and tables of one moment plus a sequence number, so they never block writers.
+//!
+//! Every call may block on disk I/O (the default sync policy waits for an fsync). Async
+//! callers must not call it on a runtime worker: use `tokio::task::spawn_blocking` (or a
+//! dedicated thread) for writes, flushes and scans.
+
+mod batch;
+mod cache;
+mod coding;
+mod compaction;
+mod error;
+mod fault;
+mod flush;
+mod iter;
+mod manifest;
+mod memtable;
+mod options;
+mod snapshot;
+mod sstable;
+mod stats;
+mod version;
+mod wal;
+mod write;
+
+use std::fs::{self, File};
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+
+pub use batch::{WriteBatch, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use error::{BusyReason, Error, Result};
+pub use iter::Scan;
+pub use options::{Compression, EventListener, MemoryBudget, Options, SyncPolicy};
+pub use snapshot::Snapshot;
+pub use stats::{LevelStats, Stats};
+
+use cache::BlockCache;
+use error::IoContext;
+use manifest::ManifestState;
+use memtable::Memtable;
+use stats::Counters;
+use version::{SuperVersion, NUM_LEVELS};
+use wal::WalWriter;
+
+/// The path of table `id` in `sst_dir`.
+fn table_path(sst_dir: &Path, id: u64) -> PathBuf {
+    sst_dir.join(format!("{id:020}.sst"))
+}
+
+/// The WAL writer and the memtable it feeds; guarded by one lock so seqnos, WAL order
+/// and memtable order agree.
+struct WalState {
+    wal: WalWriter,
+    mem: Arc<Memtable>,
+    last_seq: u64,
+    /// Total bytes framed into the WAL since open (a log position across segments).
+    lsn: u64,
+}
+
+/// Flags the background workers wait on.
+#[derive(Default)]
+struct WorkerState {
+    shutdown: bool,
+    /// On shutdown, flush every frozen memtable first.
+    drain: bool,
+    /// Test and backup hook: while above zero, the flush worker does not start a flush.
+    flush_paused: usize,
+    /// Set to wake the compaction worker.
+    compaction_wanted: bool,
+}
+
+/// State shared by the engine handle and its worker threads.
+struct Inner {
+    dir: PathBuf,
+    wal_dir: PathBuf,
+    sst_dir: PathBuf,
+    opts: Options,
+    counters: Arc<Counters>,
+    cache: Arc<BlockCache>,
+    sv: ArcSwap<SuperVersion>,
+    /// Highest seqno readers may see.
+    visible_seq: AtomicU64,
+    next_file_id: AtomicU64,
+    wal: Mutex<WalState>,
+    /// Serializes WAL fsyncs; concurrent writers share one (group commit).
+    sync_lock: Mutex<()>,
+    synced_lsn: AtomicU64,
+    /// The durable manifest state; its lock serializes every version edit.
+    manifest: Mutex<ManifestState>,
+    /// Held for the duration of one compaction.
+    compaction_lock: Mutex<()>,
+    workers: Mutex<WorkerState>,
+    /// Signalled when flush or compaction work may be waiting, or on shutdown.
+    work_cv: Condvar,
+    /// Signalled after each flush attempt.
+    flush_done_cv: Condvar,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    closed: AtomicBool,
+    /// Held to keep the directory lock.
+    _lock_file: File,
+}
+
+/// An open engine. `Send + Sync`: share it through `Arc`.
+pub struct Engine {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `dir`, replaying the WAL.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Engine> {
+        opts.validate().map_err(Error::InvalidArgument)?;
+        let inner = Arc::new(Inner::open(dir.as_ref(), opts)?);
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: fn(&Inner)| -> Result<JoinHandle<()>> {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(move || f(&inner))
+                .ctx(|| format!("spawn {name} thread"))
+        };
+        threads.push(spawn("minidb-flush", flush::run_worker)?);
+        if inner.opts.background_compaction {
+            threads.push(spawn("minidb-compact", compaction::run_worker)?);
+        }
+        if let SyncPolicy::Interval(_) = inner.opts.sync {
+            threads.push(spawn("minidb-wal-sync", write::run_syncer)?);
+        }
+        inner.wake_compaction();
+        Ok(Engine {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the engine was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(b)
+    }
+
+    /// Deletes `key` (a tombstone; absent keys are fine).
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(b)
+    }
+
+    /// Applies `batch` atomically: all of it or none, also across a crash.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.write(batch)
+    }
+
+    /// The newest value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        stats::inc(&self.inner.counters.gets);
+        self.snapshot().get(key)
+    }
+
+    /// A consistent point-in-time view for several reads.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.snapshot()
+    }
+
+    /// Streams live entries with keys in `range`, in order, from a snapshot taken now.
+    pub fn scan<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Scan {
+        self.snapshot().scan(range)
+    }
+
+    /// Streams live entries whose keys start with `prefix`.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
+        self.snapshot().scan_prefix(prefix)
+    }
+
+    /// Streams every live entry.
+    pub fn iter(&self) -> Scan {
+        self.snapshot().iter()
+    }
+
+    /// Freezes the active memtable, writes it and every queued one to SSTables, and waits.
+    pub fn flush(&self) -> Result<()> {
+        flush::flush_all(&self.inner)
+    }
+
+    /// Flushes, then merges every table into the bottom level, dropping shadowed versions
+    /// and tombstones. Waits for the result.
+    pub fn compact(&self) -> Result<()> {
+        self.flush()?;
+        compaction::compact_all(&self.inner)
+    }
+
+    /// Holds the flush worker until the guard drops (tests, backups).
+    pub fn pause_flush(&self) -> FlushPause<'_> {
+        self.inner.workers.lock().flush_paused += 1;
+        FlushPause { inner: &self.inner }
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// True while the engine refuses writes after a failed fsync.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Verifies every checksum of every live table; returns entries checked.
+    pub fn verify(&self) -> Result<u64> {
+        let sv = self.inner.sv.load_full();
+        let mut n = 0;
+        for t in sv.version.levels.iter().flatten() {
+            let mut it = sstable::TableIter::new(t.clone(), false);
+            iter::Source::seek(&mut it, &[])?;
+            while iter::Source::current(&it).is_some() {
+                n += 1;
+                iter::Source::advance(&mut it)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Drains queued flushes, fsyncs the WAL, stops the workers. Further calls get `Closed`.
+    /// Idempotent; the directory lock is released when the engine is dropped.
+    pub fn shutdown(&self) -> Result<()> {
+        self.stop(true)
+    }
+
+    /// [`Engine::shutdown`], then releases the directory lock.
+    pub fn close(self) -> Result<()> {
+        self.stop(true)
+    }
+
+    fn stop(&self, drain: bool) -> Result<()> {
+        let first = !self.inner.closed.swap(true, Ordering::SeqCst);
+        let mut result = Ok(());
+        if first && drain && !self.is_poisoned() {
+            result = write::sync_now(&self.inner);
+        }
+        {
+            let mut w = self.inner.workers.lock();
+            w.shutdown = true;
+            w.drain = drain && result.is_ok();
+            self.inner.work_cv.notify_all();
+            self.inner.flush_done_cv.notify_all();
+        }
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        if first && !drain {
+            // Best effort: hand buffered WAL bytes to the OS, as a crashed process would not.
+            let _ = self.inner.wal.lock().wal.flush_buf();
+        }
+        if result.is_ok() && drain && !self.inner.sv.load().imms.is_empty() {
+            if let Some(reason) = self.inner.poison_reason.lock().clone() {
+                result = Err(Error::Poisoned { reason });
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Without `close`, act like a crash that keeps the OS page cache: no drain.
+        let _ = self.stop(false);
+    }
+}
+
+/// Keeps the flush worker idle while alive. See [`Engine::pause_flush`].
+pub struct FlushPause<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for FlushPause<'_> {
+    fn drop(&mut self) {
+        let mut w = self.inner.workers.lock();
+        w.flush_paused = w.flush_paused.saturating_sub(1);
+        self.inner.work_cv.notify_all();
+    }
+}
+
+impl Inner {
+    fn open(dir: &Path, opts: Options) -> Result<Inner> {
+        let wal_dir = dir.join("wal");
+        let sst_dir = dir.join("sst");
+        for d in [dir, &wal_dir, &sst_dir] {
+            fs::create_dir_all(d).ctx(|| format!("create directory {}", d.display()))?;
+        }
+        let lock_path = dir.join("LOCK");
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx(|| format!("open lock file {}", lock_path.display()))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("lock {}", lock_path.display()), e))
+            }
+        }
+        let counters = Arc::new(Counters::default());
+        let cache = Arc::new(BlockCache::new(opts.block_cache_bytes));
+        let recovered = flush::recover(dir, &wal_dir, &sst_dir, &opts, &cache, &counters)?;
+        let wal = WalWriter::create(&wal_dir, recovered.next_file_id)?;
+        let mem = Arc::new(Memtable::new(wal.id()));
+        let sv = SuperVersion {
+            mem: mem.clone(),
+            imms: Vec::new(),
+            version: Arc::new(recovered.version),
+        };
+        let mut state = recovered.state;
+        state.next_file_id = wal.id() + 1;
+        state.log_number = wal.id();
+        manifest::write(dir, &state)?;
+        let last_seq = recovered.last_seq;
+        Ok(Inner {
+            dir: dir.to_path_buf(),
+            wal_dir,
+            sst_dir,
+            counters,
+            cache,
+            sv: ArcSwap::from_pointee(sv),
+            visible_seq: AtomicU64::new(last_seq),
+            next_file_id: AtomicU64::new(state.next_file_id),
+            wal: Mutex::new(WalState {
+                wal,
+                mem,
+                last_seq,
+                lsn: 0,
+            }),
+            sync_lock: Mutex::new(()),
+            synced_lsn: AtomicU64::new(0),
+            manifest: Mutex::new(state),
+            compaction_lock: Mutex::new(()),
+            workers: Mutex::new(WorkerState::default()),
+            work_cv: Condvar::new(),
+            flush_done_cv: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            opts,
+            _lock_file: lock_file,
+        })
+    }
+
+    fn alloc_file_id(&self) -> u64 {
+        self.next_file_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Stops writes for good after a failure that leaves the disk state unknown.
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "engine poisoned: writes are refused until restart");
+        let mut r = self.poison_reason.lock();
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.flush_done_cv.notify_all();
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            let reason = self.poison_reason.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    /// Poisons on fsync failures; passes every error through.
+    fn note_error(&self, e: Error) -> Error {
+        if let Error::Fsync { .. } = &e {
+            self.poison(e.to_string());
+        }
+        if e.is_corruption() {
+            stats::inc(&self.counters.corruption_errors);
+        }
+        e
+    }
+
+    fn wake_compaction(&self) {
+        let mut w = self.workers.lock();
+        w.compaction_wanted = true;
+        self.work_cv.notify_all();
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        // Load the super-version before the seqno: every entry it holds in tables or frozen
+        // memtables is then at or below the seqno, so the pair is one point in time.
+        let sv = self.sv.load_full();
+        let seq = self.visible_seq.load(Ordering::SeqCst);
+        Snapshot::new(sv, seq)
+    }
+
+    /// Installs a new super-version built from the current one. Callers hold `manifest`.
+    fn install(&self, f: impl FnOnce(&SuperVersion) -> SuperVersion) {
+        let cur = self.sv.load_full();
+        self.sv.store(Arc::new(f(&cur)));
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let sv = self.sv.load_full();
+        let levels: Vec<LevelStats> = (0..NUM_LEVELS)
+            .map(|l| LevelStats {
+                files: sv.version.levels[l].len() as u64,
+                bytes: sv.version.level_bytes(l),
+            })
+            .collect();
+        let wal_disk_bytes = wal::list_segments(&self.wal_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| fs::metadata(wal::segment_path(&self.wal_dir, id)).ok())
+            .map(|m| m.len())
+            .sum();
+        Stats {
+            puts: stats::get(&c.puts),
+            gets: stats::get(&c.gets),
+            deletes: stats::get(&c.deletes),
+            flushes: stats::get(&c.flushes),
+            flush_errors: stats::get(&c.flush_errors),
+            compacts: stats::get(&c.compacts),
+            compaction_errors: stats::get(&c.compaction_errors),
+            compaction_bytes_written: stats::get(&c.compaction_bytes_written),
+            memtable_entries: sv.mem.len() as u64,
+            memtable_bytes: sv.mem.approximate_bytes() as u64,
+            immutable_count: sv.imms.len() as u64,
+            immutable_bytes: sv.imms.iter().map(|m| m.approximate_bytes() as u64).sum(),
+            busy_flush_queue: stats::get(&c.busy_flush_queue),
+            busy_level0: stats::get(&c.busy_level0),
+            busy_memory: stats::get(&c.busy_memory),
+            wal_bytes: stats::get(&c.wal_bytes),
+            wal_syncs: stats::get(&c.wal_syncs),
+            written_bytes: stats::get(&c.written_bytes),
+            wal_disk_bytes,
+            sst_disk_bytes: levels.iter().map(|l| l.bytes).sum(),
+            block_cache_hits: stats::get(&c.block_cache_hits),
+            block_cache_misses: stats::get(&c.block_cache_misses),
+            block_cache_bytes: self.cache.weight(),
+            bloom_filter_skips: stats::get(&c.bloom_skips),
+            corruption_errors: stats::get(&c.corruption_errors),
+            poisoned: self.poisoned.load(Ordering::SeqCst),
+            poison_reason: self.poison_reason.lock().clone(),
+            last_sequence: self.visible_seq.load(Ordering::SeqCst),
+            levels,
+        }
+    }
+}
+
+/// Converts any `RangeBounds` over byte-like keys to owned bounds.
+fn owned_bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(range: &R) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let own = |b: Bound<&K>| match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (own(range.start_bound()), own(range.end_bound()))
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no bound).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_bounds_the_prefix() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}
