@@ -1,9 +1,11 @@
 # MiniDB developer targets. `make help` lists them.
 CARGO ?= cargo
 TEST_FEATURES ?= --features failpoints
+PYTHON ?= python3
+IMAGE ?= ghcr.io/minidb/minidb:0.1.0
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint check-ops bench bench-engine bench-http docker clean
+.PHONY: help build run test lint check-ops ops-generate bench bench-engine bench-http docker clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +27,29 @@ bench: bench-engine ## All benchmarks
 
 bench-engine: ## Engine benchmark: MiniDB vs fjall, same workloads, one run
 	cd benches/engine && $(CARGO) run --release
+
+check-ops: ## Check the operations files: alerts, dashboard, Dockerfile, YAML, k8s, compose, drift
+	promtool check rules alerts/minidb.rules.yml
+	promtool test rules alerts/minidb.rules.test.yml
+	$(PYTHON) tests/ops/check_alerts.py
+	$(PYTHON) tests/ops/check_dashboard.py
+	hadolint Dockerfile
+	yamllint --strict alerts/ k8s/ deploy/ docker-compose.yml .yamllint
+	$(PYTHON) tests/ops/gen_prometheusrule.py --check
+	$(PYTHON) tests/ops/check_k8s.py
+	$(PYTHON) -m unittest discover -s tests/ops -p 'test_*.py'
+	$(PYTHON) tests/ops/check_compose.py
+
+ops-generate: ## Regenerate k8s/ files derived from alerts/, dashboards/ and config/minidb.toml
+	$(PYTHON) tests/ops/gen_prometheusrule.py
+
+docker: ## Build the container image (IMAGE=ghcr.io/minidb/minidb:0.1.0; needs a Docker engine)
+	@if docker info >/dev/null 2>&1; then \
+		echo "docker build -t $(IMAGE) ."; \
+		docker build -t $(IMAGE) . ; \
+	else \
+		echo "no Docker engine here; Dockerfile is linted by make check-ops"; \
+	fi
 
 clean: ## Remove build output
 	$(CARGO) clean

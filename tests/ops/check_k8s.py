@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Render the kustomize base and check it.
+
+1. `kubectl kustomize k8s/` (or `kustomize build`) renders;
+2. the built-in kinds pass `kubernetes-validate --strict` against Kubernetes 1.30 (the oldest we
+   support: lifecycle.preStop.sleep) and the newest schema it knows; the CRD kinds
+   (ServiceMonitor, PrometheusRule) have no schema there and are checked here instead:
+   ServiceMonitor spec.selector + endpoints; PrometheusRule spec.groups[].rules[] with alert or
+   record + expr, and its groups must pass `promtool check rules`;
+3. the deployment policy of k8s_policy.py (probes, resources, non-root, read-only root fs,
+   pinned images, a PodDisruptionBudget);
+4. MiniDB specifics: one replica, a 10Gi volumeClaimTemplate on /data, readiness /api/ready,
+   liveness /api/health, startup probe budget >= 10 min, MINIDB_MEMORY__LIMIT_BYTES from
+   limits.memory, terminationGracePeriodSeconds > 30 + preStop, preStop sleep 5, a headless and
+   a client Service with port 6866 "http", a NetworkPolicy admitting only TCP 6866, the
+   ServiceMonitor selecting the client Service, the Grafana dashboard ConfigMap, the
+   checksum/config annotation == sha256(k8s/minidb.toml), and k8s/minidb.toml ==
+   config/minidb.toml (skipped while config/minidb.toml does not exist);
+5. the image tag is the same in k8s, docker-compose.yml and Cargo.toml's version.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml  # noqa: E402
+
+import k8s_policy  # noqa: E402
+from opslib import ROOT, fail, run, tool  # noqa: E402
+
+K8S = ROOT / "k8s"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+KUBE_VERSIONS = ["1.30.0", None]  # None: kubernetes-validate's newest
+IMAGE_REPO = "ghcr.io/minidb/minidb"
+
+
+def render(kdir: Path = K8S) -> list[dict]:
+    kubectl = shutil.which("kubectl") or next(
+        (p for p in ("/usr/local/bin/kubectl", "/usr/bin/kubectl") if Path(p).exists()), None)
+    if kubectl:
+        res = run([kubectl, "kustomize", str(kdir)])
+    elif shutil.which("kustomize"):
+        res = run(["kustomize", "build", str(kdir)])
+    else:
+        print("WARNING: neither kubectl nor kustomize is installed: loading the resources listed in "
+              "kustomization.yaml directly (no name hashes, no transformers)", file=sys.stderr)
+        return _render_by_hand(kdir)
+    if res.returncode != 0:
+        raise SystemExit(f"kustomize failed:\n{res.stderr}")
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def _render_by_hand(kdir: Path) -> list[dict]:
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    docs = [d for r in k.get("resources", []) for d in yaml.safe_load_all((kdir / r).read_text()) if d]
+    for g in k.get("configMapGenerator", []):
+        data = {Path(f).name: (kdir / f).read_text() for f in g.get("files", [])}
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": g["name"]}, "data": data})
+    return docs
+
+
+def kubernetes_validate(docs: list[dict]) -> list[str]:
+    core = [d for d in docs if d.get("kind") not in CRD_KINDS]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump_all(core, f, sort_keys=False)
+    errors = []
+    exe = tool("kubernetes-validate")
+    for v in KUBE_VERSIONS:
+        cmd = [exe, "--strict", "--quiet"] + (["-k", v] if v else []) + [f.name]
+        res = run(cmd)
+        label = v or "latest schema"
+        if res.returncode != 0:
+            errors.append(f"kubernetes-validate --strict ({label}):\n{res.stdout}{res.stderr}")
+        else:
+            print(f"kubernetes-validate --strict ({label}): {len(core)} resources OK")
+    Path(f.name).unlink()
+    return errors
+
+
+def crd_checks(docs: list[dict]) -> list[str]:
+    e = []
+    sms = [d for d in docs if d.get("kind") == "ServiceMonitor"]
+    prs = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    if not sms:
+        e.append("no ServiceMonitor")
+    if not prs:
+        e.append("no PrometheusRule")
+    for sm in sms:
+        spec = sm.get("spec") or {}
+        n = sm["metadata"]["name"]
+        if sm.get("apiVersion") != "monitoring.coreos.com/v1":
+            e.append(f"ServiceMonitor {n}: apiVersion {sm.get('apiVersion')}")
+        if not (spec.get("selector") or {}).get("matchLabels") and not (spec.get("selector") or {}).get("matchExpressions"):
+            e.append(f"ServiceMonitor {n}: spec.selector is empty")
+        eps = spec.get("endpoints") or []
+        if not eps:
+            e.append(f"ServiceMonitor {n}: no spec.endpoints")
+        for ep in eps:
+            if not (ep.get("port") or ep.get("targetPort")):
+                e.append(f"ServiceMonitor {n}: an endpoint has neither port nor targetPort")
+            if ep.get("path", "/metrics") != "/metrics":
+                e.append(f"ServiceMonitor {n}: endpoint path {ep.get('path')} is not /metrics")
+            if ep.get("interval") != "15s":
+                e.append(f"ServiceMonitor {n}: endpoint interval {ep.get('interval')} is not 15s")
+    for pr in prs:
+        n = pr["metadata"]["name"]
+        groups = (pr.get("spec") or {}).get("groups") or []
+        if pr.get("apiVersion") != "monitoring.coreos.com/v1":
+            e.append(f"PrometheusRule {n}: apiVersion {pr.get('apiVersion')}")
+        if not groups:
+            e.append(f"PrometheusRule {n}: no spec.groups")
+        for g in groups:
+            if not g.get("name"):
+                e.append(f"PrometheusRule {n}: a group has no name")
+            if not g.get("rules"):
+                e.append(f"PrometheusRule {n} group {g.get('name')}: no rules")
+            for r in g.get("rules") or []:
+                if not r.get("expr") or not (r.get("alert") or r.get("record")):
+                    e.append(f"PrometheusRule {n} group {g.get('name')}: rule without alert/record + expr: {r}")
+        if groups:
+            with tempfile.NamedTemporaryFile("w", suffix=".rules.yml", delete=False) as f:
+                yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+            res = run([tool("promtool"), "check", "rules", f.name])
+            Path(f.name).unlink()
+            if res.returncode != 0:
+                e.append(f"PrometheusRule {n}: promtool check rules:\n{res.stdout}{res.stderr}")
+    return e
+
+
+def _one(docs, kind, name=None):
+    found = [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)]
+    return found[0] if len(found) == 1 else None
+
+
+def minidb_checks(docs: list[dict]) -> list[str]:
+    e = []
+    sts = _one(docs, "StatefulSet")
+    if not sts:
+        return ["expected exactly one StatefulSet"]
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels") or {}
+    c = next((c for c in pod.get("containers", []) if c.get("name") == "minidb"), None)
+    if not c:
+        return ["StatefulSet has no container named minidb"]
+    if spec.get("replicas") != 1:
+        e.append(f"StatefulSet replicas is {spec.get('replicas')}, want 1 (single writer)")
+    vcts = {v["metadata"]["name"]: v for v in spec.get("volumeClaimTemplates") or []}
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+    if mounts.get("/data") not in vcts:
+        e.append("/data is not mounted from a volumeClaimTemplate")
+    elif (vcts[mounts["/data"]]["spec"].get("resources") or {}).get("requests", {}).get("storage") != "10Gi":
+        e.append("the data volumeClaimTemplate does not request 10Gi")
+    for probe, path in (("readinessProbe", "/api/ready"), ("livenessProbe", "/api/health"),
+                        ("startupProbe", None)):
+        p = c.get(probe) or {}
+        got = (p.get("httpGet") or {}).get("path")
+        if path and got != path:
+            e.append(f"{probe} path is {got}, want {path}")
+    sp = c.get("startupProbe") or {}
+    budget = sp.get("failureThreshold", 3) * sp.get("periodSeconds", 10)
+    if budget < 600:
+        e.append(f"startupProbe allows {budget}s, want >= 600s for long WAL replays")
+    env = {x["name"]: x for x in c.get("env") or []}
+    rf = ((env.get("MINIDB_MEMORY__LIMIT_BYTES") or {}).get("valueFrom") or {}).get("resourceFieldRef") or {}
+    if rf.get("resource") != "limits.memory":
+        e.append("MINIDB_MEMORY__LIMIT_BYTES does not come from resourceFieldRef limits.memory")
+    pre = ((c.get("lifecycle") or {}).get("preStop") or {})
+    pre_s = (pre.get("sleep") or {}).get("seconds")
+    if pre_s != 5:
+        e.append(f"preStop sleep is {pre_s}, want 5 seconds")
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if grace != 60 or grace <= 30 + (pre_s or 0):
+        e.append(f"terminationGracePeriodSeconds is {grace}, want 60 (> 30s drain + preStop)")
+    sa = _one(docs, "ServiceAccount", pod.get("serviceAccountName"))
+    if not sa or sa.get("automountServiceAccountToken") is not False:
+        e.append("the pod's ServiceAccount does not set automountServiceAccountToken: false")
+    psc = pod.get("securityContext") or {}
+    for k, want in (("runAsNonRoot", True), ("runAsUser", 1000), ("runAsGroup", 1000), ("fsGroup", 1000)):
+        if psc.get(k) != want:
+            e.append(f"pod securityContext.{k} is {psc.get(k)!r}, want {want!r}")
+    for sc, where in ((psc, "pod"), (c.get("securityContext") or {}, "container")):
+        if (sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            e.append(f"{where} securityContext.seccompProfile is not RuntimeDefault")
+
+    # config: checksum annotation and drift from config/minidb.toml
+    toml = (K8S / "minidb.toml").read_text()
+    want = hashlib.sha256(toml.encode()).hexdigest()
+    got = (spec["template"]["metadata"].get("annotations") or {}).get("checksum/config")
+    if got != want:
+        e.append(f"checksum/config annotation is {got}, want sha256(k8s/minidb.toml) = {want}")
+    cfg = ROOT / "config/minidb.toml"
+    if cfg.exists():
+        if cfg.read_text() != toml:
+            e.append("k8s/minidb.toml differs from config/minidb.toml (run `make ops-generate`)")
+    else:
+        print("note: config/minidb.toml does not exist yet: drift check of k8s/minidb.toml skipped")
+    cms = [d for d in docs if d.get("kind") == "ConfigMap" and "minidb.toml" in (d.get("data") or {})]
+    if len(cms) != 1 or cms[0]["data"]["minidb.toml"] != toml:
+        e.append("no ConfigMap carries k8s/minidb.toml")
+    elif not any((v.get("configMap") or {}).get("name") == cms[0]["metadata"]["name"] for v in pod.get("volumes") or []):
+        e.append("the config ConfigMap is not mounted by the pod")
+
+    # services
+    svcs = [d for d in docs if d.get("kind") == "Service"]
+    headless = [s for s in svcs if s["spec"].get("clusterIP") == "None"]
+    client = [s for s in svcs if s["spec"].get("clusterIP") != "None"]
+    if not headless or spec.get("serviceName") not in [s["metadata"]["name"] for s in headless]:
+        e.append("StatefulSet serviceName is not a headless Service")
+    if not client:
+        e.append("no client (ClusterIP) Service")
+    for s in svcs:
+        if not k8s_policy._selects({"matchLabels": s["spec"].get("selector") or {}}, labels):
+            e.append(f"Service {s['metadata']['name']} does not select the MiniDB pods")
+        if not any(p.get("name") == "http" and p.get("port") == 6866 for p in s["spec"].get("ports") or []):
+            e.append(f"Service {s['metadata']['name']} has no port 6866 named http")
+    # ServiceMonitor selects exactly the client Service(s), and its port exists there
+    for sm in (d for d in docs if d.get("kind") == "ServiceMonitor"):
+        chosen = [s for s in svcs if k8s_policy._selects(sm["spec"].get("selector"), s["metadata"].get("labels") or {})]
+        if len(chosen) != 1 or chosen[0]["spec"].get("clusterIP") == "None":
+            e.append(f"ServiceMonitor selects {[s['metadata']['name'] for s in chosen]}, want only the client Service")
+        for ep in sm["spec"].get("endpoints") or []:
+            if chosen and ep.get("port") not in [p.get("name") for p in chosen[0]["spec"].get("ports") or []]:
+                e.append(f"ServiceMonitor endpoint port {ep.get('port')} is not a port of the Service")
+    # NetworkPolicy: ingress only on TCP 6866
+    nps = [d for d in docs if d.get("kind") == "NetworkPolicy"]
+    if not nps:
+        e.append("no NetworkPolicy")
+    for np in nps:
+        nspec = np["spec"]
+        if not k8s_policy._selects(nspec.get("podSelector"), labels):
+            e.append(f"NetworkPolicy {np['metadata']['name']} does not select the MiniDB pods")
+        if "Ingress" not in (nspec.get("policyTypes") or []):
+            e.append("NetworkPolicy does not restrict Ingress")
+        for rule in nspec.get("ingress") or []:
+            ports = rule.get("ports") or []
+            if not ports or any(p.get("protocol", "TCP") != "TCP" or p.get("port") not in (6866, "http") for p in ports):
+                e.append(f"NetworkPolicy ingress rule admits more than TCP 6866: {rule}")
+    # Grafana dashboard ConfigMap
+    dash = [d for d in docs if d.get("kind") == "ConfigMap"
+            and (d["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if len(dash) != 1 or "minidb.json" not in (dash[0].get("data") or {}):
+        e.append('no ConfigMap labelled grafana_dashboard: "1" with minidb.json')
+    return e
+
+
+def image_checks(docs: list[dict]) -> list[str]:
+    e = []
+    cargo = (ROOT / "Cargo.toml").read_text()
+    m = re.search(r'^\[package\][^\[]*?^version\s*=\s*"([^"]+)"', cargo, re.M | re.S)
+    version = m.group(1) if m else None
+    want = f"{IMAGE_REPO}:{version}"
+    images = [c["image"] for d in docs if d.get("kind") in k8s_policy.WORKLOADS
+              for c in (k8s_policy._pod_template(d) or {}).get("spec", {}).get("containers", [])]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    images.append(compose["services"]["minidb"]["image"])
+    for img in images:
+        if img != want:
+            e.append(f"image {img} != {want} (Cargo.toml version); keep k8s, compose and Cargo in step")
+    return e
+
+
+def main() -> int:
+    docs = render()
+    kinds = sorted({f"{d['kind']}/{d['metadata']['name']}" for d in docs})
+    print(f"kustomize: {len(docs)} resources: {', '.join(kinds)}")
+    errors = kubernetes_validate(docs) + crd_checks(docs)
+    policy = k8s_policy.violations(docs)
+    errors += [f"policy {p}" for p in policy]
+    errors += minidb_checks(docs) + image_checks(docs)
+    for err in errors:
+        fail(err)
+    print("check_k8s: " + ("FAILED" if errors else "OK"))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
