@@ -3,5 +3,11 @@
 //! The layers (see `docs/DESIGN.md`): [`engine`] stores bytes; the store, server and
 //! telemetry layers stand on it.
 
+pub mod config;
 pub mod engine;
+pub mod server;
 pub mod store;
+
+pub use config::Config;
+pub use engine::Engine;
+pub use store::Store;

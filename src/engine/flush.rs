@@ -54,7 +54,10 @@ fn build_table(
     counters: &Arc<Counters>,
 ) -> Result<(Arc<Table>, u64)> {
     let path = table_path(sst_dir, id);
-    let size = match write_memtable(mem, &path, opts) {
+    let written = crate::engine::fault::fail_sync("flush-build")
+        .map_err(|e| Error::io(format!("build table {}", path.display()), e))
+        .and_then(|()| write_memtable(mem, &path, opts));
+    let size = match written {
         Ok(s) => s,
         Err(e) => {
             let _ = fs::remove_file(&path);

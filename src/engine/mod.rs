@@ -213,9 +213,11 @@ impl Engine {
     }
 
     /// Holds the flush worker until the guard drops (tests, backups).
-    pub fn pause_flush(&self) -> FlushPause<'_> {
+    pub fn pause_flush(&self) -> FlushPause {
         self.inner.workers.lock().flush_paused += 1;
-        FlushPause { inner: &self.inner }
+        FlushPause {
+            inner: self.inner.clone(),
+        }
     }
 
     /// Counters and gauges.
@@ -291,11 +293,11 @@ impl Drop for Engine {
 }
 
 /// Keeps the flush worker idle while alive. See [`Engine::pause_flush`].
-pub struct FlushPause<'a> {
-    inner: &'a Inner,
+pub struct FlushPause {
+    inner: Arc<Inner>,
 }
 
-impl Drop for FlushPause<'_> {
+impl Drop for FlushPause {
     fn drop(&mut self) {
         let mut w = self.inner.workers.lock();
         w.flush_paused = w.flush_paused.saturating_sub(1);

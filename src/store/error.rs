@@ -59,9 +59,38 @@ pub enum StoreError {
     /// A conditional write's precondition did not hold.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
-    // Engine(#[from] crate::engine::Error) goes here once the engine exposes its error type:
-    //     #[error("engine: {0}")]
-    //     Engine(#[from] crate::engine::Error),
+    /// Too many documents in one batch (`_insertMany`).
+    #[error("too many documents: {got}, at most {max} per batch")]
+    TooMany {
+        /// Documents sent.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// One document of a batch is invalid; `index` is its 0-based position.
+    #[error("document at index {index}: {source}")]
+    AtIndex {
+        /// 0-based position in the batch.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A stored value could not be decoded (corruption or a bug); never returned as data.
+    #[error("corrupt stored value: {0}")]
+    CorruptValue(String),
+    /// Reading or writing a dump file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine failed or refused the operation.
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::Error),
 }
 
 /// Quotes `s` for an error message, cut to a readable length.

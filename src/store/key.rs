@@ -5,7 +5,7 @@
 //! | key | value |
 //! |---|---|
 //! | `b"d" + collection + 0x00 + id` | the document's JSON |
-//! | `b"mc" + collection` | the collection's document count ([`encode_count`]) |
+//! | `b"mc" + collection` | legacy single document count ([`encode_count`]); the store writes sharded `b"mc" + collection + 0x00 + shard` keys instead (see `meta.rs`) |
 //! | `b"mv"` | the store format version ([`FORMAT_VERSION`]) |
 //!
 //! Collection names never contain `0x00`, so the terminator makes each collection's

@@ -1,18 +1,22 @@
 //! Documents over the engine: collections, `_id`, key encoding, filters, updates.
 //!
-//! Everything here is pure document logic; nothing touches the engine yet.
+//! The submodules are pure document logic; [`Store`] (in `db.rs`) puts them over the
+//! engine, and `meta.rs` holds the stored value layouts (envelope, statistics shards).
 
 pub mod cursor;
+pub mod db;
 pub mod document;
 pub mod error;
 pub mod filter;
 pub mod jsonl;
 pub mod key;
+pub mod meta;
 pub mod name;
 pub mod path;
 pub mod update;
 
 pub use cursor::{decode_cursor, encode_cursor};
+pub use db::{CollectionInfo, IfMatch, SearchPage, Store, StoredDoc, MAX_BATCH_DOCS};
 pub use error::{Result, StoreError};
 pub use filter::Filter;
 pub use jsonl::{encode_line, parse_line, DumpRecord};

@@ -1,0 +1,281 @@
+//! The `minidb` binary: `serve` (default), `config`, `dump`, `restore`, `compact`,
+//! `verify`, `healthcheck`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use minidb::config::{Config, Overrides};
+use minidb::engine::{self, Engine};
+use minidb::server::{self, AppState};
+use minidb::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "minidb",
+    version,
+    about = "MiniDB: a document database on its own LSM engine"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// Configuration file (default: config/minidb.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the REST API (the default).
+    Serve {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+    },
+    /// Print the effective configuration as TOML.
+    Config,
+    /// Write every document as JSON Lines (offline).
+    Dump {
+        /// Output file ("-" for stdout).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Load a JSON Lines dump (offline; validates every line first).
+    Restore {
+        /// The dump file.
+        file: PathBuf,
+    },
+    /// Run a full compaction (offline).
+    Compact,
+    /// Check every checksum of every table (offline).
+    Verify,
+    /// Exit 0 if the server answers GET /api/health with 200, else 1.
+    Healthcheck {
+        /// Health URL.
+        #[arg(long, default_value = "http://127.0.0.1:6866/api/health")]
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("minidb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(common: &Common, listen: Option<String>) -> Result<Config> {
+    let overrides = Overrides {
+        config_file: common.config.clone(),
+        listen,
+        data_dir: common.data_dir.clone(),
+    };
+    Ok(Config::load(&overrides)?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd.unwrap_or(Cmd::Serve { listen: None }) {
+        Cmd::Serve { listen } => {
+            let config = load_config(&cli.common, listen)?;
+            serve(config)?;
+        }
+        Cmd::Config => {
+            let config = load_config(&cli.common, None)?;
+            print!("{}", config.to_toml());
+        }
+        Cmd::Dump { out } => {
+            let config = load_config(&cli.common, None)?;
+            let store = open_offline(&config)?;
+            let n = if out == Path::new("-") {
+                let stdout = std::io::stdout();
+                let mut w = BufWriter::new(stdout.lock());
+                store.dump(&mut w, |_| {})?
+            } else {
+                let file = File::create(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?;
+                let mut w = BufWriter::new(file);
+                let bar = progress_bar(None);
+                let n = store.dump(&mut w, |n| bar.set_position(n))?;
+                w.into_inner()
+                    .map_err(|e| anyhow!("write {}: {e}", out.display()))?
+                    .sync_all()
+                    .with_context(|| format!("fsync {}", out.display()))?;
+                bar.finish_and_clear();
+                n
+            };
+            close(store)?;
+            eprintln!("dumped {n} documents");
+        }
+        Cmd::Restore { file } => {
+            let config = load_config(&cli.common, None)?;
+            let open = || -> Result<BufReader<File>> {
+                Ok(BufReader::new(File::open(&file).with_context(|| {
+                    format!("cannot open {}", file.display())
+                })?))
+            };
+            let total = Store::validate_dump(open()?)
+                .with_context(|| format!("{} is not a valid dump", file.display()))?;
+            let store = open_offline(&config)?;
+            let bar = progress_bar(Some(total));
+            let n = store.restore(open()?, |n| bar.set_position(n))?;
+            bar.finish_and_clear();
+            close(store)?;
+            eprintln!("restored {n} documents");
+        }
+        Cmd::Compact => {
+            let config = load_config(&cli.common, None)?;
+            let store = open_offline(&config)?;
+            store.engine().compact()?;
+            close(store)?;
+            eprintln!("compaction done");
+        }
+        Cmd::Verify => {
+            let config = load_config(&cli.common, None)?;
+            let store = open_offline(&config)?;
+            match store.engine().verify() {
+                Ok(n) => {
+                    println!("ok: {n} entries verified, every checksum good");
+                    close(store)?;
+                }
+                Err(e) => {
+                    println!("FAILED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Cmd::Healthcheck { url } => {
+            return Ok(match healthcheck(&url) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the engine for an offline command, explaining a lock held by a running server.
+fn open_offline(config: &Config) -> Result<Store> {
+    let dir = &config.storage.data_dir;
+    match Engine::open(dir, config.engine_options()) {
+        Ok(engine) => Ok(Store::new(Arc::new(engine))),
+        Err(engine::Error::Locked { dir }) => bail!(
+            "data directory {} is in use by a running minidb server; stop it first \
+             (or use the HTTP API)",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot open data directory {}", dir.display())),
+    }
+}
+
+fn close(store: Store) -> Result<()> {
+    store.engine().shutdown().context("engine shutdown")?;
+    Ok(())
+}
+
+fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    match len {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    }
+}
+
+fn init_logging(config: &Config) {
+    // TELEMETRY HOOK: replace with `minidb::telemetry::Telemetry::init(&config)` (JSON logs,
+    // OTLP traces, Prometheus registry) once src/telemetry/ lands.
+    let _ = config;
+}
+
+fn serve(config: Config) -> Result<()> {
+    init_logging(&config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("minidb-http")
+        .build()
+        .context("start the tokio runtime")?;
+    let dir = config.storage.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let engine = match Engine::open(&dir, config.engine_options()) {
+        Ok(e) => e,
+        Err(engine::Error::Locked { dir }) => bail!(
+            "data directory {} is locked by another minidb process",
+            dir.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", dir.display())),
+    };
+    let store = Arc::new(Store::new(Arc::new(engine)));
+    rt.block_on(async move {
+        let listener = server::bind(&config)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr().context("local address")?;
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+        tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb serving");
+        let state = AppState::new(store, config);
+        server::serve(listener, state, server::shutdown_signal())
+            .await
+            .context("engine shutdown")?;
+        println!("shut down cleanly");
+        Ok::<(), anyhow::Error>(())
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// A tiny HTTP/1.0 GET: Ok if the status is 200.
+fn healthcheck(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {hostport}"))?
+        .next()
+        .ok_or_else(|| anyhow!("no address for {hostport}"))?;
+    let timeout = Duration::from_secs(3);
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        bail!("GET {url} answered {:?}", line.lines().next().unwrap_or(""))
+    }
+}

@@ -1,0 +1,234 @@
+//! The HTTP service: axum routes, limits, timeouts, CORS, probes, graceful shutdown.
+//!
+//! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
+
+pub mod error;
+pub mod limits;
+pub mod probes;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// State shared by all handlers.
+pub struct AppState {
+    /// The document store.
+    pub store: Arc<Store>,
+    /// The effective configuration.
+    pub config: Config,
+    /// False once shutdown began (readiness turns 503).
+    pub ready: AtomicBool,
+    /// When the server started.
+    pub started: Instant,
+    /// True while an API-triggered compaction runs.
+    pub compacting: AtomicBool,
+    /// Permits for requests in flight.
+    pub in_flight: Arc<Semaphore>,
+    /// CPU percent sampling for `/api/stats`.
+    pub cpu: probes::CpuSampler,
+}
+
+impl AppState {
+    /// State for `store` under `config`.
+    pub fn new(store: Arc<Store>, config: Config) -> Arc<Self> {
+        let permits = config.server.max_in_flight;
+        Arc::new(AppState {
+            store,
+            config,
+            ready: AtomicBool::new(true),
+            started: Instant::now(),
+            compacting: AtomicBool::new(false),
+            in_flight: Arc::new(Semaphore::new(permits)),
+            cpu: probes::CpuSampler::default(),
+        })
+    }
+}
+
+/// The full router with every layer.
+pub fn router(state: Arc<AppState>) -> Router {
+    let cfg = &state.config.server;
+    let api = Router::new()
+        .route("/api/health", get(probes::health))
+        .route("/api/ready", get(probes::ready))
+        .route("/api/stats", get(probes::stats))
+        .route("/api/metrics", get(probes::metrics_json))
+        .route("/api/openapi.json", get(probes::openapi))
+        .route("/api/_collections", get(routes::collections))
+        .route("/api/_compact", post(routes::compact))
+        .route("/api/{col}", post(routes::insert_one))
+        .route("/api/{col}/_insertMany", post(routes::insert_many))
+        .route("/api/{col}/_search", post(routes::search))
+        .route("/api/{col}/_count", get(routes::count))
+        .route(
+            "/api/{col}/{id}",
+            get(routes::get_doc)
+                .put(routes::put_doc)
+                .patch(routes::patch_doc)
+                .delete(routes::delete_doc),
+        )
+        // TELEMETRY HOOK: merge `minidb::telemetry::Telemetry::metrics_router()` here to
+        // serve `GET /metrics` (Prometheus). Not wired yet: src/telemetry/ is not present.
+        .fallback(limits::not_found)
+        .method_not_allowed_fallback(limits::method_not_allowed)
+        .with_state(state.clone());
+
+    let cors = cors_layer(&cfg.cors_origins);
+    api.layer(DefaultBodyLimit::max(
+        usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        limits::concurrency_limit,
+    ))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(cfg.request_timeout_secs),
+    ))
+    .layer(cors)
+    // TELEMETRY HOOK: `.layer(telemetry.http_layer())` (request metrics and traces) goes
+    // here, outside the limits so refused requests are counted too.
+    .layer(middleware::from_fn(limits::json_errors))
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::IF_MATCH,
+            axum::http::header::IF_NONE_MATCH,
+        ])
+        .expose_headers([axum::http::header::ETAG, axum::http::header::RETRY_AFTER])
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = config
+        .listen_addr()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` resolves, then: readiness 503, stop accepting, drain in-flight
+/// requests for at most `server.shutdown_drain_secs`, and shut the engine down.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::engine::Error> {
+    let app = router(state.clone());
+    let cfg = state.config.server.clone();
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(cfg.header_timeout_secs))
+        .keep_alive(true);
+    let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let io = TokioIo::new(limits::IdleTimeout::new(stream, idle));
+                let svc = TowerToHyperService::new(app.clone());
+                let conn = graceful.watch(http.serve_connection(io, svc));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    state.ready.store(false, Ordering::SeqCst);
+    drop(listener);
+    tracing::info!("shutdown: draining in-flight requests");
+    let drain = Duration::from_secs(cfg.shutdown_drain_secs);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = cfg.shutdown_drain_secs,
+            "drain timed out; closing anyway"
+        );
+    }
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.engine().shutdown()).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::engine::Error::InvalidArgument(format!(
+            "engine shutdown task failed: {e}"
+        ))),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

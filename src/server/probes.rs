@@ -1,0 +1,204 @@
+//! Probes and process figures: health, readiness, `/api/stats`, `/api/metrics`, OpenAPI.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The hand-kept OpenAPI description (tested against the routes).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Clock ticks per second of `/proc/self/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// `GET /api/health`: liveness; touches nothing.
+pub async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /api/ready`: 503 while shutting down or when the engine is poisoned.
+pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    if !st.ready.load(Ordering::SeqCst) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if st.store.engine().is_poisoned() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine poisoned after a failed fsync; writes refused",
+        )
+        .into_response();
+    }
+    Json(json!({"status": "ready"})).into_response()
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// `GET /api/metrics`: the engine's counters under MiniDBGo's names (JSON).
+pub async fn metrics_json(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let named = super::routes::blocking(move || Ok(store.engine().stats().named())).await?;
+    let map: Map<String, Value> = named.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    Ok(Json(Value::Object(map)).into_response())
+}
+
+/// `GET /api/stats`: RSS, CPU percent (since the previous call), memory limit, uptime,
+/// threads. Reads two small `/proc` files; never sleeps.
+pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
+    let status = read_proc_status();
+    let cpu = st.cpu.percent(st.started);
+    let (limit, source) = memory_limit(st.config.memory.limit());
+    let rss = status.rss_bytes.unwrap_or(0);
+    let mb = |b: u64| (b as f64 / (1 << 20) as f64 * 10.0).round() / 10.0;
+    Json(json!({
+        "process_cpu_percent": cpu,
+        "process_rss_bytes": rss,
+        "process_rss_mb": mb(rss),
+        "process_rss_limit_mb": limit.map(mb),
+        "memory_limit_bytes": limit,
+        "memory_limit_source": source,
+        "uptime_secs": st.started.elapsed().as_secs_f64().floor(),
+        "threads": status.threads,
+        "in_flight": st.config.server.max_in_flight.saturating_sub(st.in_flight.available_permits()),
+        "ready": st.ready.load(Ordering::SeqCst),
+    }))
+    .into_response()
+}
+
+/// CPU time sampling between calls.
+#[derive(Debug, Default)]
+pub struct CpuSampler {
+    last: Mutex<Option<(Instant, f64, f64)>>,
+}
+
+impl CpuSampler {
+    /// Process CPU percent since the previous sample (≥ 100 ms ago), or since start.
+    pub fn percent(&self, started: Instant) -> f64 {
+        let Some(cpu) = read_cpu_secs() else {
+            return 0.0;
+        };
+        let now = Instant::now();
+        let mut last = self.last.lock();
+        let pct = match *last {
+            Some((t, _, pct)) if now.duration_since(t).as_millis() < 100 => return pct,
+            Some((t, c0, _)) => (cpu - c0) / now.duration_since(t).as_secs_f64() * 100.0,
+            None => cpu / started.elapsed().as_secs_f64().max(1e-3) * 100.0,
+        };
+        let pct = (pct * 10.0).round() / 10.0;
+        *last = Some((now, cpu, pct));
+        pct
+    }
+}
+
+fn read_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SEC)
+}
+
+#[derive(Debug, Default)]
+struct ProcStatus {
+    rss_bytes: Option<u64>,
+    threads: Option<u64>,
+}
+
+fn read_proc_status() -> ProcStatus {
+    let mut out = ProcStatus::default();
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return out;
+    };
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("VmRSS:") {
+            out.rss_bytes = v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb * 1024);
+        } else if let Some(v) = line.strip_prefix("Threads:") {
+            out.threads = v.trim().parse().ok();
+        }
+    }
+    out
+}
+
+/// The memory limit and where it comes from: config, cgroup v2, cgroup v1, or the host.
+pub fn memory_limit(configured: Option<u64>) -> (Option<u64>, &'static str) {
+    if let Some(l) = configured {
+        return (Some(l), "config");
+    }
+    static DETECTED: OnceLock<(Option<u64>, &'static str)> = OnceLock::new();
+    *DETECTED.get_or_init(detect_memory_limit)
+}
+
+fn detect_memory_limit() -> (Option<u64>, &'static str) {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    if let Some(v) = read("/sys/fs/cgroup/memory.max") {
+        if let Ok(n) = v.trim().parse::<u64>() {
+            return (Some(n), "cgroup_v2");
+        }
+    }
+    if let Some(v) = read("/sys/fs/cgroup/memory/memory.limit_in_bytes") {
+        if let Ok(n) = v.trim().parse::<u64>() {
+            if n < 1 << 60 {
+                return (Some(n), "cgroup_v1");
+            }
+        }
+    }
+    if let Some(v) = read("/proc/meminfo") {
+        for line in v.lines() {
+            if let Some(kb) = line.strip_prefix("MemTotal:") {
+                if let Ok(kb) = kb.trim().trim_end_matches("kB").trim().parse::<u64>() {
+                    return (Some(kb * 1024), "host");
+                }
+            }
+        }
+    }
+    (None, "unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_reads() {
+        assert!(read_cpu_secs().is_some());
+        let s = read_proc_status();
+        assert!(s.rss_bytes.unwrap_or(0) > 0);
+        assert!(s.threads.unwrap_or(0) >= 1);
+        assert!(memory_limit(None).0.is_some());
+        assert_eq!(memory_limit(Some(5)), (Some(5), "config"));
+        let sampler = CpuSampler::default();
+        assert!(sampler.percent(Instant::now()) >= 0.0);
+    }
+
+    #[test]
+    fn openapi_is_json() {
+        let v: Value = serde_json::from_str(OPENAPI_JSON).unwrap_or(Value::Null);
+        assert!(v.get("paths").is_some());
+    }
+}
