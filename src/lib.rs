@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
 pub use engine::Engine;
