@@ -563,3 +563,118 @@ fn check_if_match(current: Option<&StoredDoc>, if_match: IfMatch) -> Result<()> 
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Options;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let engine = Engine::open(dir.path(), Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, Store::new(Arc::new(engine)))
+    }
+
+    fn ok<T>(r: Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn counts_and_sizes_follow_every_write() {
+        let (_d, s) = store();
+        ok(s.insert("a", &json!({"_id": "1", "v": 1})));
+        ok(s.put("a", "2", json!({"v": 22}), None));
+        ok(s.put("a", "2", json!({"v": 2}), None));
+        ok(s.insert_many("b", &[json!({"_id": "x"}), json!({"_id": "y"})]));
+        ok(s.delete("b", "x", None));
+        let update = ok(Update::parse(&json!({"$set": {"w": "long string"}})));
+        ok(s.patch("a", "1", &update, None));
+        let cols = ok(s.collections());
+        let size = |c: &str, id: &str| ok(s.get(c, id)).json.len() as u64;
+        assert_eq!(
+            cols,
+            vec![
+                CollectionInfo {
+                    name: "a".into(),
+                    doc_count: 2,
+                    byte_size: size("a", "1") + size("a", "2"),
+                },
+                CollectionInfo {
+                    name: "b".into(),
+                    doc_count: 1,
+                    byte_size: size("b", "y"),
+                },
+            ]
+        );
+        assert_eq!(ok(s.count("a", &Filter::all())), 2);
+        ok(s.delete("b", "y", None));
+        assert_eq!(ok(s.collections()).len(), 1);
+    }
+
+    #[test]
+    fn versions_grow_and_guard_writes() {
+        let (_d, s) = store();
+        let v1 = ok(s.insert("c", &json!({"_id": "k"})));
+        let (v2, created) = ok(s.put("c", "k", json!({"n": 1}), Some(v1)));
+        assert!(v2 > v1 && !created);
+        assert!(matches!(
+            s.put("c", "k", json!({}), Some(v1)),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        assert!(matches!(
+            s.delete("c", "k", Some(v1)),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        ok(s.delete("c", "k", Some(v2)));
+        assert!(matches!(s.get("c", "k"), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn concurrent_increments_are_not_lost() {
+        let (_d, s) = store();
+        let s = Arc::new(s);
+        ok(s.insert("n", &json!({"_id": "c", "v": 0})));
+        let inc = Arc::new(ok(Update::parse(&json!({"$inc": {"v": 1}}))));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (s, inc) = (s.clone(), inc.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        ok(s.patch("n", "c", &inc, None));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        let doc: Value = ok(parse_stored(&ok(s.get("n", "c")).json));
+        assert_eq!(doc["v"], 200);
+    }
+
+    #[test]
+    fn dump_restore_roundtrip_and_bad_lines() {
+        let (_d, s) = store();
+        for i in 0..2500 {
+            ok(s.insert(
+                if i % 2 == 0 { "even" } else { "odd" },
+                &json!({"_id": format!("{i:05}"), "i": i}),
+            ));
+        }
+        let mut out = Vec::new();
+        assert_eq!(ok(s.dump(&mut out, |_| {})), 2500);
+        assert_eq!(ok(Store::validate_dump(&out[..])), 2500);
+        let (_d2, s2) = store();
+        assert_eq!(ok(s2.restore(&out[..], |_| {})), 2500);
+        let mut out2 = Vec::new();
+        ok(s2.dump(&mut out2, |_| {}));
+        assert_eq!(out, out2);
+        assert_eq!(ok(s2.collections()), ok(s.collections()));
+        let bad = b"{\"collection\":\"a\",\"doc\":{\"_id\":\"1\"}}\n\nnot json\n";
+        assert!(matches!(
+            Store::validate_dump(&bad[..]),
+            Err(StoreError::InvalidDumpLine { line: 3, .. })
+        ));
+    }
+}
