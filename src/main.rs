@@ -16,6 +16,7 @@ use minidb::config::{Config, Overrides};
 use minidb::engine::{self, Engine};
 use minidb::server::{self, AppState};
 use minidb::store::Store;
+use minidb::telemetry::{Telemetry, TelemetryConfig};
 
 #[derive(Parser)]
 #[command(
@@ -205,23 +206,43 @@ fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {
     }
 }
 
-fn init_logging(config: &Config) {
-    // TELEMETRY HOOK: replace with `minidb::telemetry::Telemetry::init(&config)` (JSON logs,
-    // OTLP traces, Prometheus registry) once src/telemetry/ lands.
-    let _ = config;
+/// Starts logs, traces, metrics and the memory governor (inside the runtime: the OTLP
+/// exporter may need it).
+fn init_telemetry(config: &Config) -> Result<Telemetry> {
+    let t = &config.telemetry;
+    Telemetry::init(TelemetryConfig {
+        memory_limit_bytes: config.memory.limit(),
+        log_level: t.log_level.clone(),
+        log_format: t.log_format.parse().unwrap_or_default(),
+        otlp_endpoint: t.otlp_endpoint.clone(),
+        service_name: t.service_name.clone(),
+        data_dir: Some(config.storage.data_dir.clone()),
+        ..TelemetryConfig::default()
+    })
+    .context("cannot start telemetry")
 }
 
 fn serve(config: Config) -> Result<()> {
-    init_logging(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("minidb-http")
         .build()
         .context("start the tokio runtime")?;
+    let telemetry = {
+        let _enter = rt.enter();
+        init_telemetry(&config)?
+    };
     let dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let engine = match Engine::open(&dir, config.engine_options()) {
+    // Memtables and block cache: the configured sizes, capped by the memory plan.
+    let mut opts = config.engine_options();
+    let plan = telemetry.memory_plan();
+    opts.memtable_bytes = opts.memtable_bytes.min(plan.memtable_bytes).max(4096);
+    opts.block_cache_bytes = opts.block_cache_bytes.min(plan.block_cache_bytes);
+    opts.memory_budget = Some(telemetry.memory_budget());
+    opts.listener = Some(telemetry.engine_listener());
+    let engine = match Engine::open(&dir, opts) {
         Ok(e) => e,
         Err(engine::Error::Locked { dir }) => bail!(
             "data directory {} is locked by another minidb process",
@@ -229,8 +250,11 @@ fn serve(config: Config) -> Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", dir.display())),
     };
-    let store = Arc::new(Store::new(Arc::new(engine)));
-    rt.block_on(async move {
+    let engine = Arc::new(engine);
+    telemetry.attach_engine(engine.clone());
+    let store = Arc::new(Store::new(engine));
+    let t = telemetry.clone();
+    let served = rt.block_on(async move {
         let listener = server::bind(&config)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -238,15 +262,16 @@ fn serve(config: Config) -> Result<()> {
         println!("listening on {addr}");
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb serving");
-        let state = AppState::new(store, config);
+        let state = AppState::new(store, config, Some(t));
         server::serve(listener, state, server::shutdown_signal())
             .await
             .context("engine shutdown")?;
         println!("shut down cleanly");
         Ok::<(), anyhow::Error>(())
-    })?;
+    });
+    telemetry.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    served
 }
 
 /// A tiny HTTP/1.0 GET: Ok if the status is 200.

@@ -460,6 +460,11 @@ fn probes_stats_metrics_openapi_and_fallbacks() {
     let m = json(s.get("/api/metrics"));
     assert!(m["puts"].as_u64().unwrap() >= 1, "{m}");
     assert!(m.get("level_0_files").is_some() || m.get("memtable_entries").is_some());
+    // Prometheus exposition from the telemetry layer, with this request counted.
+    let r = s.get("/metrics");
+    assert_eq!(r.status(), 200);
+    let text = r.text().unwrap();
+    assert!(text.contains("# TYPE"), "{text}");
     let r = s.client.post(s.url("/api/_compact")).send().unwrap();
     assert_eq!(r.status(), 202);
 

@@ -20,6 +20,24 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Why the request was refused, for metrics.
+    pub rejection: Option<&'static str>,
+}
+
+/// Response extension naming why a request was refused (`busy`, `memory`, `concurrency`,
+/// `too_large`, `timeout`), for the rejection metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection(pub &'static str);
+
+/// The rejection reason of a store error, if it is a refusal rather than a failure.
+pub fn rejection_of(err: &StoreError) -> Option<&'static str> {
+    match err {
+        StoreError::Engine(engine::Error::Busy { reason, .. }) => Some(match reason {
+            engine::BusyReason::Memory => "memory",
+            _ => "busy",
+        }),
+        _ => None,
+    }
 }
 
 impl ApiError {
@@ -29,12 +47,19 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            rejection: None,
         }
     }
 
     /// 400 Bad Request.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// Marks the error as a refusal for `reason` (see [`Rejection`]).
+    pub fn rejected(mut self, reason: &'static str) -> Self {
+        self.rejection = Some(reason);
+        self
     }
 
     /// Adds a `Retry-After` of `secs` seconds.
@@ -105,6 +130,7 @@ impl From<StoreError> for ApiError {
             status,
             message: err.to_string(),
             retry_after,
+            rejection: rejection_of(&err),
         }
     }
 }
@@ -119,6 +145,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": self.message, "status": self.status.as_u16()});
         let mut resp = (self.status, Json(body)).into_response();
+        if let Some(reason) = self.rejection {
+            resp.extensions_mut().insert(Rejection(reason));
+        }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::error::ApiError;
+use super::error::{ApiError, Rejection};
 use super::AppState;
 
 /// Paths that bypass the in-flight limit (probes must answer under load).
-const UNLIMITED: [&str; 2] = ["/api/health", "/api/ready"];
+const UNLIMITED: [&str; 3] = ["/api/health", "/api/ready", "/metrics"];
 
 /// 404 JSON for unknown routes.
 pub async fn not_found() -> Response {
@@ -53,17 +53,27 @@ pub async fn concurrency_limit(
             "too many requests in flight (server.max_in_flight); retry later",
         )
         .with_retry_after(1)
+        .rejected("concurrency")
         .into_response(),
     }
 }
 
 /// Rewrites any non-JSON error response (from axum extractors, the timeout layer, ...) as
-/// `{"error": "...", "status": N}`, keeping its headers.
-pub async fn json_errors(req: Request, next: Next) -> Response {
+/// `{"error": "...", "status": N}`, keeping its headers, and counts refusals.
+pub async fn json_errors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
+    }
+    let reason = match resp.extensions().get::<Rejection>() {
+        Some(r) => Some(r.0),
+        None if status == StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
+        None if status == StatusCode::REQUEST_TIMEOUT => Some("timeout"),
+        None => None,
+    };
+    if let (Some(reason), Some(t)) = (reason, &st.telemetry) {
+        t.metrics().record_rejection(reason);
     }
     let is_json = resp
         .headers()

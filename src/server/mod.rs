@@ -28,6 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// State shared by all handlers.
 pub struct AppState {
@@ -45,11 +46,13 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// CPU percent sampling for `/api/stats`.
     pub cpu: probes::CpuSampler,
+    /// Metrics, traces and the memory governor, when started.
+    pub telemetry: Option<Telemetry>,
 }
 
 impl AppState {
     /// State for `store` under `config`.
-    pub fn new(store: Arc<Store>, config: Config) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         Arc::new(AppState {
             store,
@@ -59,6 +62,7 @@ impl AppState {
             compacting: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(permits)),
             cpu: probes::CpuSampler::default(),
+            telemetry,
         })
     }
 }
@@ -66,7 +70,7 @@ impl AppState {
 /// The full router with every layer.
 pub fn router(state: Arc<AppState>) -> Router {
     let cfg = &state.config.server;
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/api/health", get(probes::health))
         .route("/api/ready", get(probes::ready))
         .route("/api/stats", get(probes::stats))
@@ -84,29 +88,39 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(routes::put_doc)
                 .patch(routes::patch_doc)
                 .delete(routes::delete_doc),
-        )
-        // TELEMETRY HOOK: merge `minidb::telemetry::Telemetry::metrics_router()` here to
-        // serve `GET /metrics` (Prometheus). Not wired yet: src/telemetry/ is not present.
+        );
+    if let Some(t) = &state.telemetry {
+        // `GET /metrics`: the Prometheus exposition.
+        api = api.merge(t.metrics_router());
+    }
+    let api = api
         .fallback(limits::not_found)
         .method_not_allowed_fallback(limits::method_not_allowed)
         .with_state(state.clone());
 
     let cors = cors_layer(&cfg.cors_origins);
-    api.layer(DefaultBodyLimit::max(
-        usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
-    ))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        limits::concurrency_limit,
-    ))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        Duration::from_secs(cfg.request_timeout_secs),
-    ))
-    .layer(cors)
-    // TELEMETRY HOOK: `.layer(telemetry.http_layer())` (request metrics and traces) goes
-    // here, outside the limits so refused requests are counted too.
-    .layer(middleware::from_fn(limits::json_errors))
+    let app = api
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::concurrency_limit,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(cfg.request_timeout_secs),
+        ))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::json_errors,
+        ));
+    // Request spans and metrics, outermost so refused requests are counted too.
+    match &state.telemetry {
+        Some(t) => app.layer(t.http_layer()),
+        None => app,
+    }
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {

@@ -65,7 +65,10 @@ pub async fn metrics_json(State(st): State<Arc<AppState>>) -> Result<Response, A
 pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
     let status = read_proc_status();
     let cpu = st.cpu.percent(st.started);
-    let (limit, source) = memory_limit(st.config.memory.limit());
+    let (limit, source) = match &st.telemetry {
+        Some(t) => (Some(t.memory_limit()), "governor"),
+        None => memory_limit(st.config.memory.limit()),
+    };
     let rss = status.rss_bytes.unwrap_or(0);
     let mb = |b: u64| (b as f64 / (1 << 20) as f64 * 10.0).round() / 10.0;
     Json(json!({
