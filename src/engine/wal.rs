@@ -140,7 +140,7 @@ pub(crate) struct Replay {
 fn record_at(data: &[u8], pos: usize) -> Option<(usize, usize)> {
     let crc = get_u32(data, pos)?;
     let len = get_u32(data, pos + 4)? as usize;
-    if len < BATCH_HEADER || len > MAX_BATCH_BYTES {
+    if !(BATCH_HEADER..=MAX_BATCH_BYTES).contains(&len) {
         return None;
     }
     let start = pos + RECORD_HEADER;
@@ -262,10 +262,11 @@ mod tests {
         assert!(r.truncated_at.is_some());
         // Flip a byte in the third record: valid records follow, so it is corruption.
         let mut bad = good.clone();
-        bad[8 + 2 * 26 + 12] ^= 0x40;
+        // Records 1..=9 are 32 bytes: 8 of framing and a 24-byte batch of one put.
+        bad[8 + 2 * 32 + 12] ^= 0x40;
         fs::write(&path, &bad).expect("write");
         match count(&path, true) {
-            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 8 + 2 * 26),
+            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 8 + 2 * 32),
             other => panic!("expected corruption, got {other:?}"),
         }
         // The same damage in a segment that is not the last is never a torn tail.

@@ -438,7 +438,7 @@ impl Store {
             out.write_all(&json).map_err(io)?;
             out.write_all(b"}\n").map_err(io)?;
             n += 1;
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 progress(n);
             }
         }
@@ -474,7 +474,7 @@ impl Store {
             keys.insert(k);
             chunk.push((col, id, to_json(&doc)?));
             n += 1;
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 progress(n);
             }
             Ok(())
