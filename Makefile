@@ -5,7 +5,7 @@ PYTHON ?= python3
 IMAGE ?= ghcr.io/minidb/minidb:0.1.0
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint check-ops ops-generate bench bench-engine bench-http docker clean
+.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-http docker clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ check-ops: ## Check the operations files: alerts, dashboard, Dockerfile, YAML, k
 	$(PYTHON) tests/ops/check_k8s.py
 	$(PYTHON) -m unittest discover -s tests/ops -p 'test_*.py'
 	$(PYTHON) tests/ops/check_compose.py
+
+check-api: ## Live server (test build): schemathesis, /metrics via promtool + dashboard, SIGTERM exit 0
+	$(CARGO) test $(TEST_FEATURES) --no-run
+	$(PYTHON) tests/ops/check_api.py
 
 ops-generate: ## Regenerate k8s/ files derived from alerts/, dashboards/ and config/minidb.toml
 	$(PYTHON) tests/ops/gen_prometheusrule.py

@@ -253,6 +253,14 @@ fn serve(config: Config) -> Result<()> {
     let engine = Arc::new(engine);
     telemetry.attach_engine(engine.clone());
     let store = Arc::new(Store::new(engine));
+    // `minidb_collection_documents`: the exact counts, read from the statistics keys.
+    let counted = store.clone();
+    telemetry
+        .metrics()
+        .set_collection_docs_source(Box::new(move || match counted.collections() {
+            Ok(list) => list.into_iter().map(|c| (c.name, c.doc_count)).collect(),
+            Err(_) => Vec::new(),
+        }));
     let t = telemetry.clone();
     let served = rt.block_on(async move {
         let listener = server::bind(&config)

@@ -130,6 +130,41 @@ fn document_crud_etags_and_conditional_writes() {
     expect_error(s.delete("/api/users/u1"), 404);
     expect_error(s.get("/api/users/u1"), 404);
 
+    // A tag this server never issued matches nothing, but only once the request is
+    // otherwise valid (RFC 9110 13.2.1): 400 for a bad id, 404 for a missing document.
+    let long = format!("/api/users/{}", "x".repeat(600));
+    expect_error(with(reqwest::Method::DELETE, &long, "\"x\"", None), 400);
+    expect_error(
+        with(reqwest::Method::DELETE, "/api/users/u1", "", None),
+        404,
+    );
+    expect_error(
+        with(
+            reqwest::Method::PATCH,
+            "/api/users/u1",
+            "\"x\"",
+            Some(json!({"$set": {"x": 1}})),
+        ),
+        404,
+    );
+    let r = with(reqwest::Method::PUT, "/api/users/u1", "\"x\"", None);
+    expect_error(r, 400);
+    assert_eq!(s.put("/api/users/u1", &json!({})).status(), 200);
+    expect_error(
+        with(
+            reqwest::Method::PUT,
+            "/api/users/u1",
+            "junk",
+            Some(json!({})),
+        ),
+        412,
+    );
+    expect_error(
+        with(reqwest::Method::DELETE, "/api/users/u1", "\"x\"", None),
+        412,
+    );
+    assert_eq!(s.delete("/api/users/u1").status(), 200);
+
     // Ids with URL-special characters round-trip.
     let r = s.put("/api/users/a%2Fb%20c", &json!({"v": 1}));
     assert_eq!(r.status(), 200);
@@ -314,6 +349,12 @@ fn search_filters_paging_and_counts() {
         &json!({"nested.even": true}),
     ));
     assert_eq!(r, json!({"count": 750}));
+    let r = s.post("/api/people/_search?count=yes", &json!({}));
+    assert!(expect_error(r, 400).contains("count must be true or false"));
+    expect_error(
+        s.post("/api/people/_search?count=true&limit=0", &json!({})),
+        400,
+    );
 
     // Collections: sorted, exact, with byte sizes.
     let cols = json(s.get("/api/_collections"));
@@ -465,6 +506,10 @@ fn probes_stats_metrics_openapi_and_fallbacks() {
     assert_eq!(r.status(), 200);
     let text = r.text().unwrap();
     assert!(text.contains("# TYPE"), "{text}");
+    assert!(
+        text.contains("minidb_collection_documents{collection=\"m\"} 1"),
+        "{text}"
+    );
     let r = s.client.post(s.url("/api/_compact")).send().unwrap();
     assert_eq!(r.status(), 202);
 

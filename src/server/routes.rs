@@ -69,23 +69,22 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
-/// The `If-Match` version, if the header is present (`*` means any).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
+/// The `If-Match` precondition: `None` without the header or with `*`, else the version it
+/// names. A tag this server never issued matches no document: it becomes a version no
+/// document has, so the store still answers 400 (bad name) and 404 (missing document) first,
+/// as RFC 9110 section 13.2.1 requires, and 412 otherwise.
+fn if_match(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(header::IF_MATCH)?;
     let s = v.to_str().unwrap_or("").trim();
     if s == "*" {
-        return Ok(None);
+        return None;
     }
     let tag = s.trim_start_matches("W/").trim_matches('"');
-    tag.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            format!("If-Match {s:?} is not an ETag of this server"),
-        )
-    })
+    Some(tag.parse::<u64>().unwrap_or(UNMATCHABLE_VERSION))
 }
+
+/// The version an unusable `If-Match` tag stands for; versions count up from 1 per write.
+const UNMATCHABLE_VERSION: u64 = u64::MAX;
 
 fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
@@ -136,7 +135,7 @@ pub async fn put_doc(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let want = if_match(&headers)?;
+    let want = if_match(&headers);
     let doc = json_body(body)?;
     let store = st.store.clone();
     let (c, i) = (col.clone(), id.clone());
@@ -170,7 +169,7 @@ pub async fn patch_doc(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let want = if_match(&headers)?;
+    let want = if_match(&headers);
     let update = Update::parse(&json_body(body)?)?;
     let store = st.store.clone();
     let doc = blocking(move || store.patch(&col, &id, &update, want)).await?;
@@ -183,7 +182,7 @@ pub async fn delete_doc(
     Path((col, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let want = if_match(&headers)?;
+    let want = if_match(&headers);
     let store = st.store.clone();
     let (c, i) = (col.clone(), id.clone());
     blocking(move || store.delete(&c, &i, want)).await?;
@@ -246,19 +245,15 @@ pub async fn search(
     Query(q): Query<SearchQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let filter = parse_filter(body)?;
-    let store = st.store.clone();
-    if q.count.as_deref().is_some_and(|c| c != "false" && c != "0") {
-        let n = blocking(move || store.count(&col, &filter)).await?;
-        return Ok(Json(json!({"count": n})).into_response());
-    }
-    if q.limit.is_none() && q.cursor.is_none() {
-        let page =
-            blocking(move || store.search(&col, &filter, None, BARE_SEARCH_CAP, None)).await?;
-        let mut out = Vec::new();
-        join_docs(&mut out, &page.docs);
-        return Ok(raw_json(StatusCode::OK, out));
-    }
+    let count = match q.count.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "count must be true or false, got {c:?}"
+            )))
+        }
+    };
     let limit = match q.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(s) => match s.parse::<usize>() {
@@ -270,6 +265,19 @@ pub async fn search(
             }
         },
     };
+    let filter = parse_filter(body)?;
+    let store = st.store.clone();
+    if count {
+        let n = blocking(move || store.count(&col, &filter)).await?;
+        return Ok(Json(json!({"count": n})).into_response());
+    }
+    if q.limit.is_none() && q.cursor.is_none() {
+        let page =
+            blocking(move || store.search(&col, &filter, None, BARE_SEARCH_CAP, None)).await?;
+        let mut out = Vec::new();
+        join_docs(&mut out, &page.docs);
+        return Ok(raw_json(StatusCode::OK, out));
+    }
     let after = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(decode_cursor(c)?),
