@@ -26,7 +26,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 bench: bench-engine ## All benchmarks
 
 bench-engine: ## Engine benchmark: MiniDB vs fjall, same workloads, one run
-	cd benches/engine && $(CARGO) run --release
+	cd benches/engine && CARGO_TARGET_DIR=$(CURDIR)/target/bench-engine $(CARGO) run --release
 
 check-ops: ## Check the operations files: alerts, dashboard, Dockerfile, YAML, k8s, compose, drift
 	promtool check rules alerts/minidb.rules.yml

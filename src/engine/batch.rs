@@ -59,6 +59,18 @@ impl WriteBatch {
         self
     }
 
+    /// An empty batch with room for `bytes` of keys and values, so single writes allocate once.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut rep = Vec::with_capacity(BATCH_HEADER + bytes + 16);
+        rep.resize(BATCH_HEADER, 0);
+        WriteBatch {
+            rep,
+            count: 0,
+            puts: 0,
+            deletes: 0,
+        }
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.count as usize

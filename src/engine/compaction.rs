@@ -224,6 +224,13 @@ fn install(
 
 /// Runs one task end to end, then deletes the input files (open handles keep readers going).
 fn run(inner: &Inner, task: Task) -> Result<()> {
+    let _span = tracing::info_span!(
+        "engine.compaction",
+        inputs = task.inputs.len(),
+        output_level = task.output_level,
+        trivial_move = task.trivial_move
+    )
+    .entered();
     let start = Instant::now();
     if task.trivial_move {
         let moved = task.inputs.iter().map(|t| (t.clone(), t.size())).collect();

@@ -71,6 +71,8 @@ fn build_table(
 
 /// Flushes the oldest frozen memtable `mem` and installs its table at level 0.
 fn flush_memtable(inner: &Inner, mem: &Arc<Memtable>) -> Result<()> {
+    let _span =
+        tracing::info_span!("engine.flush", memtable = mem.id(), entries = mem.len()).entered();
     let start = Instant::now();
     let id = inner.alloc_file_id();
     let (table, size) = build_table(

@@ -157,25 +157,27 @@ impl Engine {
 
     /// Stores `value` under `key`.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(key.len() + value.len());
         b.put(key, value);
         self.write(b)
     }
 
     /// Deletes `key` (a tombstone; absent keys are fine).
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(key.len());
         b.delete(key);
         self.write(b)
     }
 
     /// Applies `batch` atomically: all of it or none, also across a crash.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let _span = tracing::info_span!("engine.write", ops = batch.len()).entered();
         self.inner.write(batch)
     }
 
     /// The newest value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let _span = tracing::info_span!("engine.get").entered();
         stats::inc(&self.inner.counters.gets);
         self.snapshot().get(key)
     }
