@@ -116,10 +116,15 @@ class Server:
 
 
 def run_schemathesis(base: str, args, workdir: Path) -> list[str]:
-    st = shutil.which("schemathesis") or shutil.which("st")
-    if not st:
-        return ["schemathesis is not installed (pip install schemathesis)"]
-    cmd = [st, "--no-color", "--config-file", str(ROOT / "tests/ops/schemathesis.toml"), "run",
+    # The interpreter that runs this script is the one .ci/run's `python3 -m pip` installed
+    # schemathesis into, whether or not its scripts directory is on PATH.
+    try:
+        import schemathesis.cli  # noqa: F401
+    except ImportError:
+        return [f"schemathesis is not installed for {sys.executable} (pip install schemathesis)"]
+    st = [sys.executable, "-c", "import sys; from schemathesis.cli import schemathesis; "
+          "sys.argv[0] = 'schemathesis'; sys.exit(schemathesis())"]
+    cmd = [*st, "--no-color", "--config-file", str(ROOT / "tests/ops/schemathesis.toml"), "run",
            f"{base}/api/openapi.json",
            "--max-examples", str(args.max_examples), "--max-time", str(args.max_time),
            "--seed", str(args.seed), "--workers", "1", "--request-timeout", "30",
@@ -130,7 +135,7 @@ def run_schemathesis(base: str, args, workdir: Path) -> list[str]:
     # One worker: hypothesis calls ast.parse to describe strategies, and on CPython before
     # 3.11.8/3.12.1 concurrent ast.parse calls can fail with "AST constructor recursion depth
     # mismatch" (a SystemError of the tool, gh-106905), which would fail the run at random.
-    log("$ " + " ".join(cmd))
+    log("$ schemathesis " + " ".join(cmd[len(st):]))
     start = time.monotonic()
     # The wall-clock guard is generous: --max-time bounds the run itself.
     res = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, timeout=args.max_time + 300)
