@@ -93,8 +93,10 @@ struct Inner {
     visible_seq: AtomicU64,
     next_file_id: AtomicU64,
     wal: Mutex<WalState>,
-    /// Serializes WAL fsyncs; concurrent writers share one (group commit).
-    sync_lock: Mutex<()>,
+    /// True while one writer (the sync leader) runs WAL fsyncs for everyone waiting.
+    syncing: Mutex<bool>,
+    /// Signalled after each WAL fsync and when the leader steps down.
+    sync_cv: Condvar,
     synced_lsn: AtomicU64,
     /// The durable manifest state; its lock serializes every version edit.
     manifest: Mutex<ManifestState>,
@@ -362,7 +364,8 @@ impl Inner {
                 last_seq,
                 lsn: 0,
             }),
-            sync_lock: Mutex::new(()),
+            syncing: Mutex::new(false),
+            sync_cv: Condvar::new(),
             synced_lsn: AtomicU64::new(0),
             manifest: Mutex::new(state),
             compaction_lock: Mutex::new(()),

@@ -100,17 +100,61 @@ impl Inner {
     }
 
     /// Makes the WAL durable up to `lsn`; one fsync serves every writer waiting for it.
+    ///
+    /// The first waiter becomes the leader. After its fsync it goes on syncing while
+    /// records are pending (a few rounds at most), so the next group does not wait for a
+    /// new leader to be woken and scheduled; covered writers return as soon as their
+    /// fsync is done.
     fn sync_to(&self, lsn: u64, last_seq: u64) -> Result<()> {
+        const LEADER_ROUNDS: usize = 4;
         if self.synced_lsn.load(Ordering::SeqCst) >= lsn {
             return Ok(());
         }
-        let _g = self.sync_lock.lock();
-        if self.synced_lsn.load(Ordering::SeqCst) >= lsn {
-            return Ok(());
+        {
+            let mut syncing = self.syncing.lock();
+            loop {
+                if self.synced_lsn.load(Ordering::SeqCst) >= lsn {
+                    return Ok(());
+                }
+                self.check_poisoned()?;
+                if !*syncing {
+                    *syncing = true;
+                    break;
+                }
+                self.sync_cv.wait(&mut syncing);
+            }
         }
-        self.check_poisoned()?;
+        let mut result = Ok(());
+        for _ in 0..LEADER_ROUNDS {
+            match self.sync_round() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let pending = self.wal.lock().lsn > self.synced_lsn.load(Ordering::SeqCst);
+            if !pending {
+                break;
+            }
+        }
+        let mut syncing = self.syncing.lock();
+        *syncing = false;
+        self.sync_cv.notify_all();
+        drop(syncing);
+        result?;
+        self.visible_seq.fetch_max(last_seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// One leader fsync of everything appended so far; false when nothing was pending.
+    fn sync_round(&self) -> Result<bool> {
         let (file, path, upto_lsn, upto_seq) = {
             let mut w = self.wal.lock();
+            if w.lsn <= self.synced_lsn.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
             if let Err(e) = w.wal.flush_buf() {
                 self.poison(format!("WAL write failed: {e}"));
                 return Err(e);
@@ -122,10 +166,11 @@ impl Inner {
             return Err(self.note_error(e));
         }
         self.note_sync(start);
+        let _g = self.syncing.lock();
+        self.visible_seq.fetch_max(upto_seq, Ordering::SeqCst);
         self.synced_lsn.fetch_max(upto_lsn, Ordering::SeqCst);
-        self.visible_seq
-            .fetch_max(upto_seq.max(last_seq), Ordering::SeqCst);
-        Ok(())
+        self.sync_cv.notify_all();
+        Ok(true)
     }
 
     fn note_sync(&self, start: Instant) {
