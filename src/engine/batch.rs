@@ -136,6 +136,30 @@ pub(crate) struct Op<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// Calls `f(index, key, value)` for each op of a payload this process encoded itself,
+/// without collecting them (the write path's hot loop).
+pub(crate) fn for_each_op(payload: &[u8], mut f: impl FnMut(u64, &[u8], Option<&[u8]>)) {
+    let mut pos = BATCH_HEADER;
+    let mut i = 0;
+    while pos < payload.len() {
+        let kind = payload[pos];
+        pos += 1;
+        let Some(key) = get_len_prefixed(payload, &mut pos) else {
+            return;
+        };
+        let value = if kind == KIND_PUT {
+            match get_len_prefixed(payload, &mut pos) {
+                Some(v) => Some(v),
+                None => return,
+            }
+        } else {
+            None
+        };
+        f(i, key, value);
+        i += 1;
+    }
+}
+
 /// Decodes a WAL payload into its first seqno and ops; `None` when malformed.
 pub(crate) fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Op<'_>>)> {
     let seq = get_u64(payload, 0)?;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::batch::{decode_payload, WriteBatch};
+use super::batch::{for_each_op, WriteBatch};
 use super::error::{BusyReason, Error, Result};
 use super::memtable::Memtable;
 use super::options::SyncPolicy;
@@ -74,12 +74,8 @@ impl Inner {
                     return Err(e);
                 }
             }
-            // The payload was just encoded by us, so it always decodes.
-            if let Some((_, ops)) = decode_payload(payload) {
-                for (i, op) in ops.iter().enumerate() {
-                    w.mem.insert(op.key, first + i as u64, op.value);
-                }
-            }
+            let mem = &w.mem;
+            for_each_op(payload, |i, key, value| mem.insert(key, first + i, value));
             w.last_seq += count;
             w.lsn += framed as u64;
             add(&self.counters.wal_bytes, framed as u64);
