@@ -1,6 +1,6 @@
 //! MiniDB: a document database on its own crash-safe, memory-bounded LSM engine.
 //!
-//! The layers (see `docs/DESIGN.md`): [`engine`] stores bytes; the store, server and
+//! The layers (see the README): [`engine`] stores bytes; the store, server and
 //! telemetry layers stand on it.
 
 pub mod config;

@@ -165,6 +165,17 @@ impl Kv for Fjall {
     }
 }
 
+/// An engine set up for the durable row: every write fsynced before it returns.
+fn open_durable(engine: &str, dir: &Path) -> Arc<dyn Kv> {
+    match engine {
+        "minidb" => Arc::new(DurableMiniDb(
+            minidb::engine::Engine::open(dir, MiniDb::options(minidb::engine::SyncPolicy::Always))
+                .expect("minidb open"),
+        )),
+        _ => Arc::new(Fjall::open(dir)),
+    }
+}
+
 fn ops_per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -255,8 +266,14 @@ fn child(engine: &str) {
     let kv = open(dir.path(), minidb::engine::SyncPolicy::None);
     out.insert("2 fillrandom (ops/s)", fill(kv.as_ref(), &shuffled));
     kv.settle();
-    out.insert("4 readrandom (ops/s)", reads(kv.as_ref(), &read_keys, false));
-    out.insert("5 readmissing (ops/s)", reads(kv.as_ref(), &read_keys, true));
+    out.insert(
+        "4 readrandom (ops/s)",
+        reads(kv.as_ref(), &read_keys, false),
+    );
+    out.insert(
+        "5 readmissing (ops/s)",
+        reads(kv.as_ref(), &read_keys, true),
+    );
     let start = Instant::now();
     let n = kv.scan();
     assert_eq!(n, N, "scan count");
@@ -264,17 +281,7 @@ fn child(engine: &str) {
     out.insert("7 peak RSS after load (MiB)", peak_rss_mib());
     drop(kv);
     let ddir = tempfile::tempdir().expect("tempdir");
-    let durable_kv: Arc<dyn Kv> = match engine {
-        "minidb" => Arc::new(DurableMiniDb(
-            minidb::engine::Engine::open(
-                ddir.path(),
-                MiniDb::options(minidb::engine::SyncPolicy::Always),
-            )
-            .expect("minidb open"),
-        )),
-        _ => Arc::new(Fjall::open(ddir.path())),
-    };
-    let (rate, p99) = durable(durable_kv);
+    let (rate, p99) = durable(open_durable(engine, ddir.path()));
     out.insert("3 durable writes, 4 threads (ops/s)", rate);
     out.insert("3b durable p99 (ms)", p99.as_secs_f64() * 1000.0);
     for (k, v) in out {
@@ -310,9 +317,7 @@ fn best(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
         for (k, &v) in run {
             let lower_is_better = k.contains("(ms)") || k.contains("(MiB)");
             out.entry(k.clone())
-                .and_modify(|b: &mut f64| {
-                    *b = if lower_is_better { b.min(v) } else { b.max(v) }
-                })
+                .and_modify(|b: &mut f64| *b = if lower_is_better { b.min(v) } else { b.max(v) })
                 .or_insert(v);
         }
     }
@@ -325,18 +330,11 @@ fn main() {
         // Quick probe of the durable row alone: `--durable-only minidb|fjall`.
         let engine = args.get(i + 1).map_or("minidb", String::as_str);
         let dir = tempfile::tempdir().expect("tempdir");
-        let kv: Arc<dyn Kv> = match engine {
-            "minidb" => Arc::new(DurableMiniDb(
-                minidb::engine::Engine::open(
-                    dir.path(),
-                    MiniDb::options(minidb::engine::SyncPolicy::Always),
-                )
-                .expect("minidb open"),
-            )),
-            _ => Arc::new(Fjall::open(dir.path())),
-        };
-        let (rate, p99) = durable(kv);
-        println!("{engine}: durable {rate:.0} ops/s, p99 {:.2} ms", p99.as_secs_f64() * 1e3);
+        let (rate, p99) = durable(open_durable(engine, dir.path()));
+        println!(
+            "{engine}: durable {rate:.0} ops/s, p99 {:.2} ms",
+            p99.as_secs_f64() * 1e3
+        );
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--engine") {
