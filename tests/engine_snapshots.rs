@@ -77,7 +77,9 @@ fn an_open_scan_does_not_block_writers() {
         .expect("writer finished while the scan was open");
     writer.join().expect("writer");
     // The scan still yields its own snapshot: the 999 remaining entries, none of the new.
-    assert_eq!(scan.map(|r| r.expect("scan")).count(), 999);
+    let rest: Vec<_> = scan.collect::<Result<_, _>>().expect("scan");
+    assert_eq!(rest.len(), 999);
+    assert!(rest.iter().all(|(_, v)| v.as_ref() == b"v"));
     assert_eq!(db.iter().count(), 3000);
 }
 
