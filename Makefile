@@ -23,10 +23,13 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
 
-bench: bench-engine ## All benchmarks
+bench: bench-engine bench-http ## All benchmarks
 
 bench-engine: ## Engine benchmark: MiniDB vs fjall, same workloads, one run
 	cd benches/engine && CARGO_TARGET_DIR=$(CURDIR)/target/bench-engine $(CARGO) run --release
+
+bench-http: ## HTTP benchmark (wrk): MiniDB routes beside an empty axum handler; docs/BENCH-HTTP.md
+	benches/http/run.sh
 
 check-ops: ## Check the operations files: alerts, dashboard, Dockerfile, YAML, k8s, compose, drift
 	promtool check rules alerts/minidb.rules.yml

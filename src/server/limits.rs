@@ -48,13 +48,35 @@ pub async fn concurrency_limit(
             drop(permit);
             resp
         }
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests in flight (server.max_in_flight); retry later",
-        )
-        .with_retry_after(1)
-        .rejected("concurrency")
-        .into_response(),
+        Err(_) => {
+            // Read the body (discarding it, never buffering) before answering: a reply
+            // sent while the client is still writing makes hyper close the connection, and
+            // the client sees a broken pipe instead of the 503.
+            drain_body(req.into_body(), st.config.server.max_body_bytes).await;
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests in flight (server.max_in_flight); retry later",
+            )
+            .with_retry_after(1)
+            .rejected("concurrency")
+            .into_response()
+        }
+    }
+}
+
+/// Reads and drops a request body, at most `max` bytes of it (larger: the connection is
+/// closed after the reply, as it would be for a 413).
+async fn drain_body(mut body: axum::body::Body, max: u64) {
+    use axum::body::HttpBody;
+    let mut seen = 0u64;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(frame) = frame else { return };
+        if let Some(data) = frame.data_ref() {
+            seen += data.len() as u64;
+            if seen > max {
+                return;
+            }
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //! * [`MemoryGovernor`] implements [`MemoryBudget`] with hysteresis: over budget above 90%
 //!   of the limit, back under only below 80%.
 //! * [`plan`] sizes the memtables and the block cache inside the limit.
+//! * The sampler also purges jemalloc's dirty pages ([`purge_dirty_pages`]) when they
+//!   would carry RSS past the budget, so that RSS follows `active` (tests/api_flood.rs).
 
 use std::fs;
 use std::path::Path;
@@ -190,10 +192,41 @@ fn sampler_loop(
         if *stopped {
             break;
         }
-        cell.store(read_stats());
+        let stats = read_stats();
+        cell.store(stats);
         if let Some(g) = governor {
+            if g.should_purge(&stats) {
+                purge_dirty_pages();
+                cell.store(read_stats());
+            }
             g.over_budget();
         }
+    }
+}
+
+/// Returns every arena's dirty pages to the OS now (`arena.<all>.purge`).
+///
+/// jemalloc keeps freed pages resident for `dirty_decay_ms` (10 s by default) so that it
+/// can reuse them without page faults. The budget is measured on `active`, which excludes
+/// them, but the kernel (and the cgroup) count them in RSS: under a flood of large
+/// requests they reached 40-50 MiB beyond a 64 MiB limit. The sampler purges them when
+/// they would carry RSS past the budget (see [`MemoryGovernor::should_purge`]).
+pub fn purge_dirty_pages() {
+    #[cfg(feature = "jemalloc")]
+    {
+        // MALLCTL_ARENAS_ALL: the pseudo-index addressing every arena at once.
+        const NAME: &[u8] = b"arena.4096.purge\0";
+        // SAFETY: `arena.<i>.purge` is a void control: it reads and writes nothing, so all
+        // pointers are null and the length 0, as jemalloc requires; NAME is NUL-terminated.
+        let _ = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                NAME.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
     }
 }
 
@@ -320,6 +353,20 @@ impl MemoryGovernor {
     pub fn stats_cell(&self) -> Arc<MemoryStatsCell> {
         self.stats.clone()
     }
+
+    /// Dirty pages (`resident` − `active` − `metadata`) tolerated before the sampler
+    /// purges them: 1/16 of the limit, at least 2 MiB.
+    pub fn purge_slack(&self) -> u64 {
+        (self.limit / 16).max(2 << 20)
+    }
+
+    /// True when jemalloc's resident memory is past the low watermark and more than
+    /// [`MemoryGovernor::purge_slack`] of it is freed-but-kept (dirty) pages. Below the low
+    /// watermark dirty pages are left to jemalloc's own decay (cheaper reuse).
+    pub fn should_purge(&self, s: &MemoryStats) -> bool {
+        let dirty = s.resident.saturating_sub(s.active + s.metadata);
+        s.resident > self.low && dirty > self.purge_slack()
+    }
 }
 
 impl MemoryBudget for MemoryGovernor {
@@ -431,6 +478,26 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(30));
         assert!(sampler.cell().load().resident > 0);
+    }
+
+    #[test]
+    fn purges_dirty_pages_only_past_the_low_watermark() {
+        const MIB: u64 = 1 << 20;
+        let g = MemoryGovernor::new(64 * MIB, Arc::new(MemoryStatsCell::default()));
+        let stats = |active: u64, resident: u64| MemoryStats {
+            active: active * MIB,
+            resident: resident * MIB,
+            metadata: 5 * MIB,
+            ..MemoryStats::default()
+        };
+        // 45 MiB of dirty pages, but resident is under the low watermark: jemalloc decays.
+        assert!(!g.should_purge(&stats(5, 50)));
+        // Past the low watermark with 40 MiB dirty: purge.
+        assert!(g.should_purge(&stats(30, 75)));
+        // Past it, but dirty within the slack (64 MiB / 16 = 4 MiB): leave it.
+        assert!(!g.should_purge(&stats(50, 58)));
+        purge_dirty_pages();
+        assert!(read_stats().resident > 0);
     }
 
     #[test]
