@@ -25,8 +25,9 @@ const LIMIT_BYTES: u64 = 64 * MIB;
 /// Peak RSS may exceed the limit by this much (measured; see docs/BENCH-HTTP.md): the
 /// binary's file-backed pages (~9 MiB), jemalloc metadata (~5 MiB), dirty pages below the
 /// purge slack (limit / 16 = 4 MiB), thread stacks (~1 MiB), and what requests allocate in
-/// the up to 100 ms between two jemalloc samples (max_in_flight × ~4 × body). Measured
-/// 6-28 MiB over 10 runs; 36 MiB leaves room for a noisy machine.
+/// the up to 100 ms between two jemalloc samples (bounded by the body budget, limit / 16,
+/// times ~4). Measured 22-25 MiB with the server defaults; 36 MiB leaves room for a noisy
+/// machine.
 const OVERHEAD_BYTES: u64 = 36 * MIB;
 /// Concurrent writers.
 const WRITERS: usize = 16;
@@ -36,11 +37,12 @@ const BATCH_MAX: usize = 1000;
 const PAD: usize = 1000;
 /// How long the writers flood.
 const FLOOD: Duration = Duration::from_secs(12);
-/// Server settings for the test. A request holds ~4× its body while it is parsed and
-/// encoded, before the engine's budget check; with the defaults (100 in flight × 10 MiB)
-/// that alone could be ~4 GiB, so a 64 MiB process must bound it: 4 × 2 MiB here.
-const MAX_IN_FLIGHT: &str = "4";
-const MAX_BODY_BYTES: &str = "2097152";
+/// Server settings for the test: the defaults. A request holds ~4× its body while it is
+/// parsed and encoded, before the engine's budget check; the server bounds request bodies in
+/// flight to 1/16 of the memory limit (`server::body_budget_kib`), so 100 in flight × 10 MiB
+/// cannot outgrow a 64 MiB process.
+const MAX_IN_FLIGHT: &str = "100";
+const MAX_BODY_BYTES: &str = "10485760";
 
 /// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
 fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {

@@ -44,7 +44,45 @@ pub async fn concurrency_limit(
     }
     match st.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
+            // Bodies are counted at their declared length (chunked ones at the body limit);
+            // one larger than the whole budget runs alone.
+            let declared = req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
+            let chunked = req
+                .headers()
+                .contains_key(axum::http::header::TRANSFER_ENCODING);
+            let has_body = declared.map_or(chunked, |n| n > 0);
+            let body_permit = if has_body {
+                let bytes = declared
+                    .unwrap_or(st.config.server.max_body_bytes)
+                    .min(st.config.server.max_body_bytes);
+                let kib = u32::try_from(bytes.div_ceil(1024))
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, st.body_budget_kib);
+                match st.body_budget.clone().try_acquire_many_owned(kib) {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        drop(permit);
+                        drain_body(req.into_body(), st.config.server.max_body_bytes).await;
+                        return ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "request bodies in flight are at their share of the memory budget; \
+                             retry later",
+                        )
+                        .with_retry_after(1)
+                        .rejected("memory")
+                        .into_response();
+                    }
+                }
+            } else {
+                None
+            };
             let resp = next.run(req).await;
+            drop(body_permit);
             drop(permit);
             resp
         }
