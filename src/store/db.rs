@@ -184,6 +184,7 @@ impl Store {
     }
 
     /// Inserts a new document (needs a string `_id`); `Conflict` if it exists. Returns its version.
+    #[tracing::instrument(name = "store.insert", skip_all, fields(collection = %col))]
     pub fn insert(&self, col: &str, doc: &Value) -> Result<u64> {
         validate_collection(col)?;
         let id = prepare_insert(doc)?.to_owned();
@@ -199,6 +200,7 @@ impl Store {
     }
 
     /// Creates or replaces document `id`; returns `(version, created)`.
+    #[tracing::instrument(name = "store.put", skip_all, fields(collection = %col))]
     pub fn put(
         &self,
         col: &str,
@@ -221,6 +223,7 @@ impl Store {
     }
 
     /// Reads document `id`.
+    #[tracing::instrument(name = "store.get", skip_all, fields(collection = %col))]
     pub fn get(&self, col: &str, id: &str) -> Result<StoredDoc> {
         validate_collection(col)?;
         validate_id(id)?;
@@ -229,6 +232,7 @@ impl Store {
     }
 
     /// Applies `update` to document `id` atomically; returns the new document.
+    #[tracing::instrument(name = "store.patch", skip_all, fields(collection = %col))]
     pub fn patch(
         &self,
         col: &str,
@@ -255,6 +259,7 @@ impl Store {
     }
 
     /// Deletes document `id`; `NotFound` if it does not exist.
+    #[tracing::instrument(name = "store.delete", skip_all, fields(collection = %col))]
     pub fn delete(&self, col: &str, id: &str, if_match: IfMatch) -> Result<()> {
         self.write_one(col, id, |old| {
             if old.is_none() {
@@ -267,6 +272,7 @@ impl Store {
     }
 
     /// Inserts up to [`MAX_BATCH_DOCS`] new documents atomically: all or none.
+    #[tracing::instrument(name = "store.insert_many", skip_all, fields(collection = %col))]
     pub fn insert_many(&self, col: &str, docs: &[Value]) -> Result<usize> {
         validate_collection(col)?;
         if docs.len() > MAX_BATCH_DOCS {
@@ -336,6 +342,7 @@ impl Store {
     /// Stops at `limit` documents, or after examining `scan_budget` non-matching documents
     /// (then `next_after` is the last examined `_id`, so paging still sees every document
     /// exactly once). Memory is bounded by `limit`.
+    #[tracing::instrument(name = "store.search", skip_all, fields(collection = %col))]
     pub fn search(
         &self,
         col: &str,
@@ -378,6 +385,7 @@ impl Store {
     }
 
     /// Counts documents of `col`: exact stored counters without a filter, a scan with one.
+    #[tracing::instrument(name = "store.count", skip_all, fields(collection = %col))]
     pub fn count(&self, col: &str, filter: &Filter) -> Result<u64> {
         validate_collection(col)?;
         if filter.is_all() {
@@ -398,6 +406,7 @@ impl Store {
 
     /// Every non-empty collection with its exact document count and byte size, by name.
     /// Reads only the statistics keys, never the documents.
+    #[tracing::instrument(name = "store.collections", skip_all)]
     pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
         let mut out: BTreeMap<String, CollectionInfo> = BTreeMap::new();
         for item in self.engine.scan_prefix(super::key::COUNT_PREFIX) {

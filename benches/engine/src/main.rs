@@ -364,6 +364,14 @@ fn main() {
         let f = fj.get(k).copied().unwrap_or(f64::NAN);
         // For latency and memory, lower is better: the ratio still reads minidb/fjall.
         let name = k.split_once(' ').map_or(k.as_str(), |(_, n)| n);
-        println!("| {name} | {m:.0} | {f:.0} | {:.2} |", m / f);
+        // Latencies are fractions of a millisecond: keep two decimals for small figures.
+        let fmt = |v: f64| {
+            if v < 100.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        println!("| {name} | {} | {} | {:.2} |", fmt(*m), fmt(f), m / f);
     }
 }
