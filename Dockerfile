@@ -49,7 +49,7 @@ ENV DB_PATH=/data \
 # MINIDB_MEMORY__LIMIT_MB (the process memory limit that backpressure and /metrics use) is left
 # unset on purpose: an image-wide value would be wrong for every container run with a different
 # memory limit. Set it at run time (`docker run -e MINIDB_MEMORY__LIMIT_MB=256 --memory 256m`);
-# on Kubernetes the StatefulSet passes the container's limit as MINIDB_MEMORY__LIMIT_BYTES
+# on Kubernetes the StatefulSet passes the container's limit as MINIDB_MEMORY__CONTAINER_LIMIT_BYTES
 # through the downward API.
 
 USER 1000:1000

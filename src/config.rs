@@ -120,6 +120,11 @@ pub struct MemoryConfig {
     /// The budget in MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_mb: Option<u64>,
+    /// The container's memory limit (Kubernetes passes it through the downward API); the
+    /// budget is then 80% of it, as for a detected cgroup limit, leaving room for what
+    /// lives outside the allocator (binary pages, stacks, allocator metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_limit_bytes: Option<u64>,
 }
 
 impl MemoryConfig {
@@ -127,6 +132,7 @@ impl MemoryConfig {
     pub fn limit(&self) -> Option<u64> {
         self.limit_bytes
             .or_else(|| self.limit_mb.map(|mb| mb.saturating_mul(1 << 20)))
+            .or_else(|| self.container_limit_bytes.map(|b| b / 100 * 80))
     }
 }
 
@@ -296,6 +302,16 @@ impl Config {
             return fail(
                 "memory.limit_bytes/limit_mb",
                 "must be positive when set".into(),
+            );
+        }
+        if self
+            .memory
+            .container_limit_bytes
+            .is_some_and(|b| b < 16 << 20)
+        {
+            return fail(
+                "memory.container_limit_bytes",
+                "must be at least 16 MiB when set".into(),
             );
         }
         let t = &self.telemetry;
@@ -528,6 +544,7 @@ mod tests {
             memory: MemoryConfig {
                 limit_bytes: Some(1),
                 limit_mb: Some(1),
+                container_limit_bytes: Some(1 << 30),
             },
             telemetry: TelemetryConfig {
                 otlp_endpoint: Some("http://x".into()),
@@ -546,5 +563,16 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Config::load_with(&ov, env(&[])).is_ok());
+    }
+
+    #[test]
+    fn container_limit_gives_an_80_percent_budget_unless_a_limit_is_set() {
+        let mut m = MemoryConfig {
+            container_limit_bytes: Some(500 << 20),
+            ..MemoryConfig::default()
+        };
+        assert_eq!(m.limit(), Some(400 << 20));
+        m.limit_mb = Some(300);
+        assert_eq!(m.limit(), Some(300 << 20));
     }
 }

@@ -10,7 +10,7 @@
 3. the deployment policy of k8s_policy.py (probes, resources, non-root, read-only root fs,
    pinned images, a PodDisruptionBudget);
 4. MiniDB specifics: one replica, a 10Gi volumeClaimTemplate on /data, readiness /api/ready,
-   liveness /api/health, startup probe budget >= 10 min, MINIDB_MEMORY__LIMIT_BYTES from
+   liveness /api/health, startup probe budget >= 10 min, MINIDB_MEMORY__CONTAINER_LIMIT_BYTES from
    limits.memory, terminationGracePeriodSeconds > 30 + preStop, preStop sleep 5, a headless and
    a client Service with port 6866 "http", a NetworkPolicy admitting only TCP 6866, the
    ServiceMonitor selecting the client Service, the Grafana dashboard ConfigMap, the
@@ -167,9 +167,9 @@ def minidb_checks(docs: list[dict]) -> list[str]:
     if budget < 600:
         e.append(f"startupProbe allows {budget}s, want >= 600s for long WAL replays")
     env = {x["name"]: x for x in c.get("env") or []}
-    rf = ((env.get("MINIDB_MEMORY__LIMIT_BYTES") or {}).get("valueFrom") or {}).get("resourceFieldRef") or {}
+    rf = ((env.get("MINIDB_MEMORY__CONTAINER_LIMIT_BYTES") or {}).get("valueFrom") or {}).get("resourceFieldRef") or {}
     if rf.get("resource") != "limits.memory":
-        e.append("MINIDB_MEMORY__LIMIT_BYTES does not come from resourceFieldRef limits.memory")
+        e.append("MINIDB_MEMORY__CONTAINER_LIMIT_BYTES does not come from resourceFieldRef limits.memory")
     pre = ((c.get("lifecycle") or {}).get("preStop") or {})
     pre_s = (pre.get("sleep") or {}).get("seconds")
     if pre_s != 5:
