@@ -101,14 +101,29 @@ fn flip(path: &Path, at: usize) {
     fs::write(path, data).expect("write");
 }
 
-#[test]
-fn flipped_table_bytes_are_detected() {
+/// A built database, and the path (relative to it) and length of its newest `sub/*suffix`.
+fn build_and_pick(sub: &str, suffix: &str) -> (tempfile::TempDir, PathBuf, usize) {
     let base = tempfile::tempdir().expect("tempdir");
     build(base.path());
-    let table = files_in(&base.path().join("sst"), ".sst")
+    let file = files_in(&base.path().join(sub), suffix)
         .pop()
-        .expect("a table");
-    let len = fs::metadata(&table).expect("stat").len() as usize;
+        .expect("a file to damage");
+    let rel = Path::new(sub).join(file.file_name().expect("name"));
+    let len = fs::metadata(base.path().join(&rel)).expect("stat").len() as usize;
+    (base, rel, len)
+}
+
+/// A copy of `base` with the byte at `at` of `rel` flipped.
+fn flipped_copy(base: &Path, rel: &Path, at: usize) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(base, copy.path());
+    flip(&copy.path().join(rel), at);
+    copy
+}
+
+#[test]
+fn flipped_table_bytes_are_detected() {
+    let (base, table, len) = build_and_pick("sst", ".sst");
     let mut rng = rand::rng();
     // Every footer byte, the start (first data block) and random bytes everywhere else
     // (data, filter, properties and index blocks).
@@ -117,15 +132,7 @@ fn flipped_table_bytes_are_detected() {
     positions.extend((0..120).map(|_| rng.random_range(0..len)));
     let mut detected = 0;
     for at in positions {
-        let copy = tempfile::tempdir().expect("tempdir");
-        copy_dir(base.path(), copy.path());
-        flip(
-            &copy
-                .path()
-                .join("sst")
-                .join(table.file_name().expect("name")),
-            at,
-        );
+        let copy = flipped_copy(base.path(), &table, at);
         if check(copy.path(), false).is_none_or(|n| n < 2000) {
             detected += 1;
         }
@@ -135,22 +142,12 @@ fn flipped_table_bytes_are_detected() {
 
 #[test]
 fn flipped_wal_bytes_in_the_middle_are_corruption() {
-    let base = tempfile::tempdir().expect("tempdir");
-    build(base.path());
-    let seg = files_in(&base.path().join("wal"), ".wal")
-        .pop()
-        .expect("a WAL segment");
-    let len = fs::metadata(&seg).expect("stat").len() as usize;
+    let (base, seg, len) = build_and_pick("wal", ".wal");
     let mut rng = rand::rng();
     for _ in 0..40 {
         // Inside the records, well before the last one.
         let at = rng.random_range(8..len * 3 / 4);
-        let copy = tempfile::tempdir().expect("tempdir");
-        copy_dir(base.path(), copy.path());
-        flip(
-            &copy.path().join("wal").join(seg.file_name().expect("name")),
-            at,
-        );
+        let copy = flipped_copy(base.path(), &seg, at);
         match Engine::open(copy.path(), Options::default()) {
             Err(Error::Corruption { file, offset, .. }) => {
                 assert!(file.ends_with(seg.file_name().expect("name")));
@@ -164,16 +161,11 @@ fn flipped_wal_bytes_in_the_middle_are_corruption() {
 
 #[test]
 fn torn_or_flipped_wal_tail_recovers_a_prefix() {
-    let base = tempfile::tempdir().expect("tempdir");
-    build(base.path());
-    let seg = files_in(&base.path().join("wal"), ".wal")
-        .pop()
-        .expect("a WAL segment");
-    let len = fs::metadata(&seg).expect("stat").len() as usize;
+    let (base, seg, len) = build_and_pick("wal", ".wal");
     for cut in [1usize, 5, 20, 40] {
         let copy = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), copy.path());
-        let path = copy.path().join("wal").join(seg.file_name().expect("name"));
+        let path = copy.path().join(&seg);
         let data = fs::read(&path).expect("read");
         fs::write(&path, &data[..len - cut]).expect("truncate");
         let found = check(copy.path(), true).expect("a torn tail recovers");
@@ -181,12 +173,7 @@ fn torn_or_flipped_wal_tail_recovers_a_prefix() {
         assert_eq!(found, 1999, "cut of {cut} bytes");
     }
     for back in [1usize, 10, 30] {
-        let copy = tempfile::tempdir().expect("tempdir");
-        copy_dir(base.path(), copy.path());
-        flip(
-            &copy.path().join("wal").join(seg.file_name().expect("name")),
-            len - back,
-        );
+        let copy = flipped_copy(base.path(), &seg, len - back);
         let found = check(copy.path(), true).expect("a damaged last record is a torn tail");
         assert_eq!(found, 1999, "flip {back} bytes from the end");
     }
@@ -194,15 +181,9 @@ fn torn_or_flipped_wal_tail_recovers_a_prefix() {
 
 #[test]
 fn flipped_manifest_bytes_are_corruption() {
-    let base = tempfile::tempdir().expect("tempdir");
-    build(base.path());
-    let len = fs::metadata(base.path().join("MANIFEST"))
-        .expect("stat")
-        .len() as usize;
+    let (base, manifest, len) = build_and_pick(".", "MANIFEST");
     for at in 0..len {
-        let copy = tempfile::tempdir().expect("tempdir");
-        copy_dir(base.path(), copy.path());
-        flip(&copy.path().join("MANIFEST"), at);
+        let copy = flipped_copy(base.path(), &manifest, at);
         match Engine::open(copy.path(), Options::default()) {
             Err(e) => assert!(e.is_corruption(), "flip at {at}: {e}"),
             Ok(_) => panic!("manifest flip at {at} went unnoticed"),
