@@ -621,3 +621,56 @@ fn limits_body_size_concurrency_and_timeouts() {
     assert!(t.elapsed() < Duration::from_secs(10));
     expect_error(s.get("/api/lim/never-finished"), 404);
 }
+
+/// Reads until the server closes the connection; returns what it sent. Panics if it is
+/// still open after `limit` (the timeouts under test are 1 s).
+fn read_until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&got).into_owned()
+            }
+            Err(e) => panic!(
+                "connection still open ({e}); got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+#[test]
+fn slow_headers_and_idle_keepalive_connections_are_closed() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(
+        &tmp.path().join("data"),
+        &[
+            ("MINIDB_SERVER__HEADER_TIMEOUT_SECS", "1"),
+            ("MINIDB_SERVER__IDLE_TIMEOUT_SECS", "1"),
+        ],
+    );
+    // Headers that never finish: the server gives up on the connection.
+    let mut slow = std::net::TcpStream::connect(&s.addr).expect("connect");
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: minidb\r\n")
+        .expect("write");
+    let answer = read_until_closed(&mut slow, Duration::from_secs(20));
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "unexpected answer to unfinished headers: {answer:?}"
+    );
+    // A keep-alive connection that goes quiet after one answer is closed too.
+    let mut idle = std::net::TcpStream::connect(&s.addr).expect("connect");
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: minidb\r\n\r\n")
+        .expect("write");
+    let answer = read_until_closed(&mut idle, Duration::from_secs(20));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains(r#"{"status":"ok"}"#), "{answer:?}");
+    // The server still serves new connections.
+    assert_eq!(s.get("/api/health").status(), 200);
+}
