@@ -110,6 +110,12 @@ fn with_etag(mut resp: Response, version: u64) -> Response {
     resp
 }
 
+/// MiniDBGo's write answer, `{"status": …, "key": "{col}:{id}"}`, with the new ETag.
+fn keyed_answer(status: StatusCode, word: &str, col: &str, id: &str, version: u64) -> Response {
+    let body = json!({"status": word, "key": format!("{col}:{id}")});
+    with_etag((status, Json(body)).into_response(), version)
+}
+
 /// `POST /api/{col}`: insert one document.
 pub async fn insert_one(
     State(st): St,
@@ -124,9 +130,11 @@ pub async fn insert_one(
         Ok((id_of(&doc)?.to_owned(), version))
     })
     .await?;
-    let body = json!({"status": "created", "key": format!("{col}:{id}")});
-    Ok(with_etag(
-        (StatusCode::CREATED, Json(body)).into_response(),
+    Ok(keyed_answer(
+        StatusCode::CREATED,
+        "created",
+        &col,
+        &id,
         version,
     ))
 }
@@ -143,11 +151,7 @@ pub async fn put_doc(
     let store = st.store.clone();
     let (c, i) = (col.clone(), id.clone());
     let (version, _) = blocking(move || store.put(&c, &i, doc, want)).await?;
-    let body = json!({"status": "ok", "key": format!("{col}:{id}")});
-    Ok(with_etag(
-        (StatusCode::OK, Json(body)).into_response(),
-        version,
-    ))
+    Ok(keyed_answer(StatusCode::OK, "ok", &col, &id, version))
 }
 
 /// `GET /api/{col}/{id}`: the document, with its ETag.
