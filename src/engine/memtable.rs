@@ -74,14 +74,11 @@ impl Memtable {
         self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
     }
 
-    /// The newest version of `key` at or below `snapshot`: `Some(None)` is a tombstone.
-    pub fn get(&self, key: &[u8], snapshot: u64) -> Option<Option<Bytes>> {
-        let probe = MemKey {
-            key: Bytes::copy_from_slice(key),
-            seq: snapshot,
-        };
-        let e = self.map.lower_bound(Bound::Included(&probe))?;
-        (e.key().key.as_ref() == key).then(|| e.value().clone())
+    /// The newest version of `probe.key` at or below `probe.seq`: `Some(None)` is a
+    /// tombstone. One probe serves every memtable a read checks.
+    pub fn get(&self, probe: &MemKey) -> Option<Option<Bytes>> {
+        let e = self.map.lower_bound(Bound::Included(probe))?;
+        (e.key().key == probe.key).then(|| e.value().clone())
     }
 
     /// Approximate bytes held.
@@ -175,15 +172,21 @@ mod tests {
     #[test]
     fn newest_visible_version_wins() {
         let m = Memtable::new(1);
+        let get = |key: &'static [u8], seq| {
+            m.get(&MemKey {
+                key: Bytes::from_static(key),
+                seq,
+            })
+        };
         m.insert(b"k", 1, Some(b"v1"));
         m.insert(b"k", 3, Some(b"v3"));
         m.insert(b"k", 5, None);
-        assert_eq!(m.get(b"k", 0), None);
-        assert_eq!(m.get(b"k", 2), Some(Some(Bytes::from_static(b"v1"))));
-        assert_eq!(m.get(b"k", 4), Some(Some(Bytes::from_static(b"v3"))));
-        assert_eq!(m.get(b"k", 9), Some(None));
-        assert_eq!(m.get(b"j", 9), None);
-        assert_eq!(m.get(b"kk", 9), None);
+        assert_eq!(get(b"k", 0), None);
+        assert_eq!(get(b"k", 2), Some(Some(Bytes::from_static(b"v1"))));
+        assert_eq!(get(b"k", 4), Some(Some(Bytes::from_static(b"v3"))));
+        assert_eq!(get(b"k", 9), Some(None));
+        assert_eq!(get(b"j", 9), None);
+        assert_eq!(get(b"kk", 9), None);
         assert_eq!(m.max_seq(), 5);
         assert_eq!(m.len(), 3);
     }

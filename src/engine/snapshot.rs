@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::error::Result;
 use super::iter::{MergeIter, Scan};
+use super::memtable::MemKey;
 use super::sstable::Table;
 use super::version::SuperVersion;
 use super::{owned_bounds, prefix_successor};
@@ -32,11 +33,12 @@ impl Snapshot {
 
     /// The value of `key` as of the snapshot.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if let Some(v) = self.sv.mem.get(key, self.seq) {
-            return Ok(v);
-        }
-        for m in &self.sv.imms {
-            if let Some(v) = m.get(key, self.seq) {
+        let probe = MemKey {
+            key: Bytes::copy_from_slice(key),
+            seq: self.seq,
+        };
+        for m in std::iter::once(&self.sv.mem).chain(&self.sv.imms) {
+            if let Some(v) = m.get(&probe) {
                 return Ok(v);
             }
         }
