@@ -314,6 +314,24 @@ pub(super) fn recover(
     max_id = max_id.max(state.tables.iter().map(|t| t.id).max().unwrap_or(0));
     let mut next_id = max_id + 1;
     let mut last_seq = state.last_seq;
+    let to_replay: Vec<(u64, u64)> = segments
+        .iter()
+        .filter(|&&seg| seg >= state.log_number)
+        .map(|&seg| {
+            let len = fs::metadata(wal::segment_path(wal_dir, seg)).map_or(0, |m| m.len());
+            (seg, len)
+        })
+        .collect();
+    let total: u64 = to_replay.iter().map(|(_, len)| len).sum();
+    let mut replayed = 0u64;
+    let progress = |done: u64| {
+        if let Some(l) = &opts.listener {
+            l.on_recovery_progress(done, total);
+        }
+    };
+    tracing::info!(segments = to_replay.len(), bytes = total, "replaying WAL");
+    let replay_start = Instant::now();
+    progress(0);
     for (i, &seg) in segments.iter().enumerate() {
         let path = wal::segment_path(wal_dir, seg);
         if seg < state.log_number {
@@ -342,7 +360,25 @@ pub(super) fn recover(
         state.next_file_id = next_id;
         manifest::write(dir, &state)?;
         fs::remove_file(&path).ctx(|| format!("remove replayed WAL {}", path.display()))?;
+        replayed += to_replay
+            .iter()
+            .find(|(s, _)| *s == seg)
+            .map_or(0, |(_, l)| *l);
+        tracing::info!(
+            segment = seg,
+            records = replay.records,
+            replayed_bytes = replayed,
+            total_bytes = total,
+            "replaying WAL: segment done"
+        );
+        progress(replayed);
     }
+    progress(total);
+    tracing::info!(
+        bytes = total,
+        secs = replay_start.elapsed().as_secs_f64(),
+        "WAL replay finished"
+    );
     version.sort();
     state.next_file_id = next_id;
     Ok(Recovered {

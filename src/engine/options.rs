@@ -39,6 +39,10 @@ pub trait EventListener: Send + Sync {
     fn on_flush(&self, _duration: Duration, _bytes: u64) {}
     /// A compaction finished, writing `bytes`.
     fn on_compaction(&self, _duration: Duration, _bytes: u64) {}
+    /// WAL replay at open: `replayed` of `total` WAL bytes done. Called once with
+    /// `replayed == 0` before the first segment (also when there is nothing to replay),
+    /// after each segment, and last with `replayed == total`.
+    fn on_recovery_progress(&self, _replayed: u64, _total: u64) {}
 }
 
 /// Options for [`crate::engine::Engine::open`].
