@@ -19,9 +19,10 @@ run: ## Run the server on 127.0.0.1:6866 with data under ./data (the README's ru
 test: ## Run the whole test suite (the README's test command)
 	$(CARGO) test $(TEST_FEATURES) -- --test-threads=2
 
-lint: ## cargo fmt --check and clippy -D warnings
+lint: ## cargo fmt --check, clippy -D warnings (with the service, and the engine+store alone)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
 
 bench: bench-engine bench-http ## All benchmarks
 
