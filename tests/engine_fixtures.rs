@@ -158,7 +158,7 @@ fn write_fixtures() {
         .map(|e| e.path())
         .find(|p| {
             p.extension().is_some_and(|x| x == "wal")
-                && fs::metadata(p).map_or(false, |m| m.len() > 8)
+                && fs::metadata(p).is_ok_and(|m| m.len() > 8)
         })
         .expect("a non-empty segment");
     let data = fs::read(&wal).expect("read");
