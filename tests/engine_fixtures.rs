@@ -157,8 +157,7 @@ fn write_fixtures() {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| {
-            p.extension().is_some_and(|x| x == "wal")
-                && fs::metadata(p).is_ok_and(|m| m.len() > 8)
+            p.extension().is_some_and(|x| x == "wal") && fs::metadata(p).is_ok_and(|m| m.len() > 8)
         })
         .expect("a non-empty segment");
     let data = fs::read(&wal).expect("read");
