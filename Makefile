@@ -5,7 +5,7 @@ PYTHON ?= python3
 IMAGE ?= ghcr.io/minidb/minidb:0.1.0
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-http docker clean
+.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-engine-compare bench-http docker clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ bench: bench-engine bench-http ## All benchmarks
 
 bench-engine: ## Engine benchmark: MiniDB vs fjall, same workloads, one run
 	cd benches/engine && CARGO_TARGET_DIR=$(CURDIR)/target/bench-engine $(CARGO) run --release
+
+bench-engine-compare: ## The engine at BASE=<rev> against the working tree, alternating runs
+	benches/engine/compare.sh
 
 bench-http: ## HTTP benchmark (wrk): MiniDB routes beside an empty axum handler; docs/BENCH-HTTP.md
 	benches/http/run.sh

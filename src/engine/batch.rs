@@ -1,5 +1,7 @@
 //! Atomic write batches and their WAL record encoding.
 
+use bytes::Bytes;
+
 use super::coding::{get_len_prefixed, get_u32, get_u64, put_len_prefixed};
 use super::error::{Error, Result};
 
@@ -132,6 +134,11 @@ impl WriteBatch {
         self.rep[8..12].copy_from_slice(&self.count.to_le_bytes());
         &self.rep
     }
+
+    /// The encoded batch, handed over without a copy (after `payload_with_seq`).
+    pub(crate) fn into_payload(self) -> Bytes {
+        Bytes::from(self.rep)
+    }
 }
 
 /// One decoded operation; `value` is `None` for a delete.
@@ -141,18 +148,22 @@ pub(crate) struct Op<'a> {
 }
 
 /// Calls `f(index, key, value)` for each op of a payload this process encoded itself,
-/// without collecting them (the write path's hot loop).
-pub(crate) fn for_each_op(payload: &[u8], mut f: impl FnMut(u64, &[u8], Option<&[u8]>)) {
+/// without collecting or copying them (the write path's hot loop): the keys and values are
+/// slices of `payload`, so the memtable shares the batch's one buffer.
+pub(crate) fn for_each_op(payload: &Bytes, mut f: impl FnMut(u64, Bytes, Option<Bytes>)) {
     let mut pos = BATCH_HEADER;
     let mut i = 0;
+    let slice_of = |pos: &mut usize| -> Option<Bytes> {
+        get_len_prefixed(payload, pos).map(|s| payload.slice_ref(s))
+    };
     while pos < payload.len() {
         let kind = payload[pos];
         pos += 1;
-        let Some(key) = get_len_prefixed(payload, &mut pos) else {
+        let Some(key) = slice_of(&mut pos) else {
             return;
         };
         let value = if kind == KIND_PUT {
-            match get_len_prefixed(payload, &mut pos) {
+            match slice_of(&mut pos) {
                 Some(v) => Some(v),
                 None => return,
             }

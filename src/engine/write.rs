@@ -61,6 +61,8 @@ impl Inner {
         }
         self.admit()?;
         let count = batch.len() as u64;
+        let (puts, deletes) = batch.op_counts();
+        let encoded_len = batch.encoded_len() as u64;
         let always = self.opts.sync == SyncPolicy::Always;
         let (lsn, last_seq) = {
             let mut w = self.wal.lock();
@@ -78,15 +80,15 @@ impl Inner {
             let seg = self
                 .active_segment(&mut w)
                 .map_err(|e| self.note_error(e))?;
-            let payload = batch.payload_with_seq(first);
-            let framed = seg.append(payload);
+            let framed = seg.append(batch.payload_with_seq(first));
             if !always {
                 // Every batch goes to the OS before it is acknowledged; a failed write
                 // leaves nothing behind, and nothing reached the memtable yet.
                 self.flush_wal(&mut w)?;
             }
             let mem = &w.mem;
-            for_each_op(payload, |i, key, value| mem.insert(key, first + i, value));
+            let payload = batch.into_payload();
+            for_each_op(&payload, |i, key, value| mem.insert(key, first + i, value));
             w.last_seq += count;
             w.lsn += framed as u64;
             if !always {
@@ -96,10 +98,9 @@ impl Inner {
             add(&self.counters.wal_bytes, framed as u64);
             (w.lsn, w.last_seq)
         };
-        let (puts, deletes) = batch.op_counts();
         add(&self.counters.puts, puts);
         add(&self.counters.deletes, deletes);
-        add(&self.counters.written_bytes, batch.encoded_len() as u64);
+        add(&self.counters.written_bytes, encoded_len);
         inc(&self.counters.batches);
         if always {
             self.sync_to(lsn, last_seq)?;
