@@ -67,6 +67,23 @@ enum Cmd {
     /// Check every checksum of every table and WAL record, writing nothing (offline).
     /// Exit 0: intact; 3: intact with a warning (a torn WAL tail); 1: damaged.
     Verify,
+    /// Save a backup of a running server (GET /api/_backup) to a file.
+    Backup {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:6866")]
+        url: String,
+        /// Where to write the archive (written to FILE.part, then renamed).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Give up when the whole transfer takes longer than this.
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        timeout_secs: u64,
+    },
+    /// Unpack a backup archive into an empty data directory (--data-dir) and verify it.
+    RestoreBackup {
+        /// The archive written by `minidb backup`.
+        file: PathBuf,
+    },
     /// Exit 0 if the server answers GET /api/health with 200, else 1.
     Healthcheck {
         /// Health URL.
@@ -188,6 +205,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Cmd::Backup {
+            url,
+            out,
+            timeout_secs,
+        } => backup(&url, &out, Duration::from_secs(timeout_secs))?,
+        Cmd::RestoreBackup { file } => {
+            let config = load_config(&cli.common, None)?;
+            let dir = config.storage.data_dir.clone();
+            let archive =
+                File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let bar = progress_bar(archive.metadata().ok().map(|m| m.len()));
+            let report =
+                server::backup::restore(BufReader::new(archive), &dir, |n| bar.set_position(n))
+                    .with_context(|| {
+                        format!("cannot restore {} into {}", file.display(), dir.display())
+                    })?;
+            bar.finish_and_clear();
+            eprintln!(
+                "restored sequence {} into {}: {} files, {} bytes; verified {} tables ({} entries), \
+                 {} WAL records",
+                report.meta.sequence,
+                dir.display(),
+                report.files,
+                report.bytes,
+                report.verified.tables,
+                report.verified.table_entries,
+                report.verified.wal_records
+            );
+        }
         Cmd::Healthcheck { url } => {
             return Ok(match healthcheck(&url) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -304,6 +350,96 @@ fn serve(config: Config) -> Result<()> {
     telemetry.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));
     served
+}
+
+/// `minidb backup`: streams GET /api/_backup to `out`, durably.
+fn backup(url: &str, out: &Path, timeout: Duration) -> Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let endpoint = format!("{}/api/_backup", url.trim_end_matches('/'));
+    let mut resp = client
+        .get(&endpoint)
+        .send()
+        .with_context(|| format!("GET {endpoint}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(body);
+        bail!("GET {endpoint} answered {status}: {msg}");
+    }
+    let sequence = resp
+        .headers()
+        .get("x-minidb-backup-sequence")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    let part = out.with_extension("part");
+    let file = File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
+    let bar = progress_bar(None);
+    let mut w = BufWriter::new(file);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = resp.read(&mut buf).with_context(|| {
+            format!("the backup stream from {endpoint} broke after {total} bytes")
+        })?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n])
+            .with_context(|| format!("write {}", part.display()))?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| anyhow!("write {}: {e}", part.display()))?;
+    file.sync_all()
+        .with_context(|| format!("fsync {}", part.display()))?;
+    drop(file);
+    // A stream cut short by the server (an error after the headers) is not a tar archive
+    // with an end marker: check the archive before it takes the final name.
+    check_archive(&part)?;
+    std::fs::rename(&part, out).with_context(|| format!("rename to {}", out.display()))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("fsync {}", parent.display()))?;
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "backup of sequence {sequence} saved to {} ({total} bytes)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Reads a downloaded archive through: it must list BACKUP.json and a MANIFEST.
+fn check_archive(path: &Path) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut ar = tar::Archive::new(BufReader::new(f));
+    let mut names = Vec::new();
+    for e in ar
+        .entries()
+        .with_context(|| format!("{} is not a tar archive", path.display()))?
+    {
+        let mut e = e.with_context(|| format!("{} is damaged or incomplete", path.display()))?;
+        names.push(e.path().map(|p| p.into_owned()).unwrap_or_default());
+        std::io::copy(&mut e, &mut std::io::sink())
+            .with_context(|| format!("{} is damaged or incomplete", path.display()))?;
+    }
+    for want in ["BACKUP.json", "MANIFEST"] {
+        if !names.iter().any(|n| n == Path::new(want)) {
+            bail!("{} is incomplete: no {want}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// A tiny HTTP/1.0 GET: Ok if the status is 200.
