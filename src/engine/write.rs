@@ -53,18 +53,19 @@ impl Inner {
         mem.len() >= self.opts.flush_size || mem.approximate_bytes() >= self.opts.memtable_bytes
     }
 
-    /// Applies a batch: admission, WAL, memtable, then the sync policy.
-    pub(super) fn write(&self, mut batch: WriteBatch) -> Result<()> {
+    /// Applies a batch: admission, WAL, memtable, then the sync policy. Returns the
+    /// sequence number of its first operation (0 for an empty batch).
+    pub(super) fn write(&self, mut batch: WriteBatch) -> Result<u64> {
         batch.validate()?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.admit()?;
         let count = batch.len() as u64;
         let (puts, deletes) = batch.op_counts();
         let encoded_len = batch.encoded_len() as u64;
         let always = self.opts.sync == SyncPolicy::Always;
-        let (lsn, last_seq) = {
+        let (lsn, first_seq, last_seq) = {
             let mut w = self.wal.lock();
             self.check_poisoned()?;
             if self.closed.load(Ordering::SeqCst) {
@@ -96,7 +97,7 @@ impl Inner {
                 self.visible_seq.fetch_max(w.last_seq, Ordering::SeqCst);
             }
             add(&self.counters.wal_bytes, framed as u64);
-            (w.lsn, w.last_seq)
+            (w.lsn, first, w.last_seq)
         };
         add(&self.counters.puts, puts);
         add(&self.counters.deletes, deletes);
@@ -105,7 +106,7 @@ impl Inner {
         if always {
             self.sync_to(lsn, last_seq)?;
         }
-        Ok(())
+        Ok(first_seq)
     }
 
     /// The active WAL segment, created now if an earlier attempt found the disk full.
