@@ -73,8 +73,19 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:6866")]
         url: String,
         /// Where to write the archive (written to FILE.part, then renamed).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "out_dir",
+            required_unless_present = "out_dir"
+        )]
+        out: Option<PathBuf>,
+        /// Write `minidb-<UTC time>.tar` into this directory instead (for a CronJob).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// With --out-dir: keep only the newest N backups there, removing older ones.
+        #[arg(long, value_name = "N", requires = "out_dir")]
+        keep: Option<usize>,
         /// Give up when the whole transfer takes longer than this.
         #[arg(long, default_value_t = 3600, value_name = "SECS")]
         timeout_secs: u64,
@@ -208,8 +219,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Backup {
             url,
             out,
+            out_dir,
+            keep,
             timeout_secs,
-        } => backup(&url, &out, Duration::from_secs(timeout_secs))?,
+        } => {
+            let target = match (&out, &out_dir) {
+                (Some(f), _) => f.clone(),
+                (None, Some(d)) => d.join(format!("minidb-{}.tar", utc_stamp())),
+                (None, None) => bail!("give --out FILE or --out-dir DIR"),
+            };
+            backup(&url, &target, Duration::from_secs(timeout_secs))?;
+            if let (Some(dir), Some(n)) = (&out_dir, keep) {
+                prune_backups(dir, n)?;
+            }
+        }
         Cmd::RestoreBackup { file } => {
             let config = load_config(&cli.common, None)?;
             let dir = config.storage.data_dir.clone();
@@ -420,6 +443,55 @@ fn backup(url: &str, out: &Path, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Now as `YYYYMMDDTHHMMSSZ` (UTC), for backup file names that sort by time.
+fn utc_stamp() -> String {
+    utc_stamp_at(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+fn utc_stamp_at(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Keeps the newest `keep` `minidb-*.tar` files in `dir` (names sort by time).
+fn prune_backups(dir: &Path, keep: usize) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("minidb-") && n.ends_with(".tar"))
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(keep);
+    for old in &files[..excess] {
+        std::fs::remove_file(old).with_context(|| format!("remove {}", old.display()))?;
+        eprintln!("removed old backup {}", old.display());
+    }
+    Ok(())
+}
+
 /// Reads a downloaded archive through: it must list BACKUP.json and a MANIFEST.
 fn check_archive(path: &Path) -> Result<()> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -470,5 +542,18 @@ fn healthcheck(url: &str) -> Result<()> {
         Ok(())
     } else {
         bail!("GET {url} answered {:?}", line.lines().next().unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_stamp_at;
+
+    #[test]
+    fn backup_names_carry_the_utc_time() {
+        assert_eq!(utc_stamp_at(0), "19700101T000000Z");
+        assert_eq!(utc_stamp_at(951_782_400), "20000229T000000Z");
+        assert_eq!(utc_stamp_at(1_796_083_199), "20261130T235959Z");
+        assert_eq!(utc_stamp_at(4_107_542_400), "21000301T000000Z");
     }
 }
