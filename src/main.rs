@@ -330,15 +330,15 @@ impl ImportBar {
     fn update(&mut self, phase: Phase, n: u64) {
         if self.phase != Some(phase) {
             self.phase = Some(phase);
-            if let Phase::Importing { total } = phase {
-                let style = indicatif::ProgressStyle::with_template(
-                    "importing {bar:40} {pos}/{len} records ({eta})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let template = match phase {
+                Phase::Importing { total } => {
+                    self.bar.set_length(total);
+                    "importing {bar:40} {pos}/{len} records ({eta})"
+                }
+                _ => "{spinner} checking the source (nothing is written yet): {pos} records",
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
                 self.bar.set_style(style);
-                self.bar.set_length(total);
-            } else {
-                self.bar.set_message("checking the source");
             }
         }
         self.bar.set_position(n);

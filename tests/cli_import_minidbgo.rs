@@ -521,9 +521,10 @@ fn dry_run_prints_the_summary_and_writes_nothing() {
     );
     assert_eq!(code, Some(3), "{err}");
     assert!(
-        out.starts_with("imported 23 documents into 4 collections"),
+        out.starts_with("would import 23 documents into 4 collections"),
         "{out}"
     );
+    assert!(out.contains("dry run: nothing was written"), "{out}");
     assert!(!data.exists(), "a dry run created the target");
 }
 

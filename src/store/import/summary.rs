@@ -88,6 +88,8 @@ pub enum SourceKind {
 pub struct Summary {
     /// What was read.
     pub source: SourceKind,
+    /// A check only: nothing was written, `documents` is what an import would write.
+    pub dry_run: bool,
     /// Documents imported (or, for a check, that would be).
     pub documents: u64,
     /// Collections that received at least one document.
@@ -148,9 +150,14 @@ impl Summary {
 /// The summary as the CLI prints it: one fact per line.
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "would import"
+        } else {
+            "imported"
+        };
         write!(
             f,
-            "imported {} documents into {} collections",
+            "{verb} {} documents into {} collections",
             self.documents, self.collections
         )?;
         if !self.listed_collections.is_empty() {
@@ -167,6 +174,9 @@ impl fmt::Display for Summary {
             write!(f, ")")?;
         }
         writeln!(f)?;
+        if self.dry_run {
+            writeln!(f, "dry run: nothing was written")?;
+        }
         match self.source {
             SourceKind::DataDirectory => writeln!(
                 f,

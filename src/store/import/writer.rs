@@ -151,6 +151,7 @@ impl<'a> Sink<'a> {
             self.summary.add_collection(&name, n);
         }
         (self.progress)(self.seen);
+        self.summary.dry_run = self.store.is_none();
         Ok(self.summary)
     }
 }
