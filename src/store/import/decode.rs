@@ -264,6 +264,9 @@ fn hex4(b: &[u8], at: usize) -> Option<u32> {
     if esc[0] != b'\\' || esc[1] != b'u' {
         return None;
     }
+    if !esc[2..].iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     let hex = std::str::from_utf8(&esc[2..]).ok()?;
     u32::from_str_radix(hex, 16).ok()
 }
@@ -366,6 +369,23 @@ mod tests {
             skip(b"docs:deep", deep.as_bytes()).reason,
             SkipReason::InvalidDocument
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_records_never_panic(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let _ = from_record(&key, &value);
+        }
+
+        #[test]
+        fn escapes_anywhere_never_panic(text in r#"[{}\[\]"\\u:,dDfF0-9a ]{0,60}"#) {
+            let _ = parse_go(text.as_bytes());
+            // Each replaced escape is six bytes for six bytes.
+            proptest::prop_assert_eq!(replace_lone_surrogates(&text).len(), text.len());
+        }
     }
 
     #[test]
