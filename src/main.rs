@@ -1,5 +1,5 @@
-//! The `minidb` binary: `serve` (default), `config`, `dump`, `restore`, `compact`,
-//! `verify`, `healthcheck`.
+//! The `minidb` binary: `serve` (default), `config`, `dump`, `restore`, `import-minidbgo`,
+//! `compact`, `verify`, `healthcheck`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use minidb::config::{Config, Overrides};
 use minidb::engine::{self, Engine};
 use minidb::server::{self, AppState};
+use minidb::store::import::{self, ImportOptions, Phase, Summary};
 use minidb::store::Store;
 use minidb::telemetry::{Telemetry, TelemetryConfig};
 
@@ -57,10 +58,26 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Load a JSON Lines dump (offline; validates every line first).
+    /// Load a dump (offline): MiniDB's JSON Lines (validates every line first), or
+    /// MiniDBGo's dumpDB file with --format minidbgo (upserts, as MiniDBGo's restoreDB).
     Restore {
         /// The dump file.
         file: PathBuf,
+        /// The dump's format.
+        #[arg(long, value_enum, default_value_t = DumpFormat::Jsonl)]
+        format: DumpFormat,
+    },
+    /// Import every live document of a MiniDBGo data directory (offline).
+    /// Exit 0: all imported; 3: imported, some records skipped (listed); 1: failed.
+    ImportMinidbgo {
+        /// MiniDBGo's data directory (its DB_PATH: MANIFEST, sst/, wal/).
+        dir: PathBuf,
+        /// Import into a MiniDB that already holds documents, as upserts.
+        #[arg(long)]
+        force: bool,
+        /// Read and check DIR and print the summary; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run a full compaction (offline).
     Compact,
@@ -103,8 +120,19 @@ enum Cmd {
     },
 }
 
+/// Formats `minidb restore` reads.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DumpFormat {
+    /// MiniDB's JSON Lines: one `{"collection": ..., "doc": ...}` per line.
+    Jsonl,
+    /// MiniDBGo's dumpDB file: `{"<collection>": [doc, ...], ...}`.
+    Minidbgo,
+}
+
 /// `minidb verify`'s exit code when the data is intact but a warning was printed.
 const VERIFY_WARNINGS: u8 = 3;
+/// The importers' exit code when some records were skipped (the summary lists them).
+const IMPORT_SKIPPED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -159,7 +187,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             close(store)?;
             eprintln!("dumped {n} documents");
         }
-        Cmd::Restore { file } => {
+        Cmd::Restore {
+            file,
+            format: DumpFormat::Minidbgo,
+        } => {
+            let config = load_config(&cli.common, None)?;
+            let store = open_offline(&config)?;
+            let mut bar = ImportBar::new();
+            let result = import::restore_dump(&store, &file, &mut |p, n| bar.update(p, n));
+            bar.finish();
+            close(store)?;
+            return import_done(result);
+        }
+        Cmd::ImportMinidbgo {
+            dir,
+            force,
+            dry_run,
+        } => {
+            let config = load_config(&cli.common, None)?;
+            if dry_run {
+                let mut bar = ImportBar::new();
+                let result = import::check_dir(&dir, &mut |n| bar.update(Phase::Checking, n));
+                bar.finish();
+                return import_done(result);
+            }
+            refuse_same_dir(&dir, &config.storage.data_dir)?;
+            let store = open_offline(&config)?;
+            let mut opts = ImportOptions::default();
+            opts.force = force;
+            let mut bar = ImportBar::new();
+            let result = import::import_dir(&store, &dir, &opts, &mut |p, n| bar.update(p, n));
+            bar.finish();
+            close(store)?;
+            return import_done(result);
+        }
+        Cmd::Restore { file, .. } => {
             let config = load_config(&cli.common, None)?;
             let open = || -> Result<BufReader<File>> {
                 Ok(BufReader::new(File::open(&file).with_context(|| {
@@ -287,6 +349,73 @@ fn open_offline(config: &Config) -> Result<Store> {
 fn close(store: Store) -> Result<()> {
     store.engine().shutdown().context("engine shutdown")?;
     Ok(())
+}
+
+/// Prints an import's summary; the exit code says whether records were skipped.
+fn import_done(result: import::Result<Summary>) -> Result<ExitCode> {
+    match result {
+        Ok(summary) => {
+            print!("{summary}");
+            Ok(if summary.skipped_total() > 0 {
+                ExitCode::from(IMPORT_SKIPPED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        // The source is read completely before the first write.
+        Err(e) if e.is_damaged() => Err(anyhow!("{e}; nothing was imported")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Importing a directory into itself would read MiniDB's files as MiniDBGo's.
+fn refuse_same_dir(source: &Path, target: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (source.canonicalize(), target.canonicalize()) {
+        if a == b {
+            bail!(
+                "{} is both the MiniDBGo source and the MiniDB data directory; give MiniDB \
+                 another one with --data-dir",
+                source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The progress of an import on a terminal: a spinner while checking, a bar while writing.
+struct ImportBar {
+    bar: indicatif::ProgressBar,
+    phase: Option<Phase>,
+}
+
+impl ImportBar {
+    fn new() -> Self {
+        ImportBar {
+            bar: progress_bar(None),
+            phase: None,
+        }
+    }
+
+    fn update(&mut self, phase: Phase, n: u64) {
+        if self.phase != Some(phase) {
+            self.phase = Some(phase);
+            let template = match phase {
+                Phase::Importing { total } => {
+                    self.bar.set_length(total);
+                    "importing {bar:40} {pos}/{len} records ({eta})"
+                }
+                _ => "{spinner} checking the source (nothing is written yet): {pos} records",
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                self.bar.set_style(style);
+            }
+        }
+        self.bar.set_position(n);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {

@@ -300,6 +300,12 @@ impl Store {
         Ok(items.len())
     }
 
+    /// Upserts `(collection, id, json)` items in one atomic batch, keeping the counts
+    /// exact. The caller has validated names and documents and gives each key once.
+    pub(crate) fn upsert_batch(&self, items: &[(&str, &str, Vec<u8>)]) -> Result<()> {
+        self.write_many(items, false)
+    }
+
     /// Writes `(collection, id, json)` items in one batch under all their stripe locks.
     /// With `insert_only`, an existing document fails the whole batch naming its index.
     fn write_many(&self, items: &[(&str, &str, Vec<u8>)], insert_only: bool) -> Result<()> {
