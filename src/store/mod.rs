@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod db;
 pub mod document;
 pub mod error;
+pub mod feed;
 pub mod filter;
 pub mod import;
 pub mod jsonl;
