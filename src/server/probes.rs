@@ -61,8 +61,19 @@ pub async fn metrics_json(State(st): State<Arc<AppState>>) -> Result<Response, A
 }
 
 /// `GET /api/stats`: RSS, CPU percent (since the previous call), memory limit, uptime,
-/// threads. Reads two small `/proc` files; never sleeps.
-pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
+/// threads. Reads two small `/proc` files on a blocking thread; never sleeps.
+pub async fn stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let body = tokio::task::spawn_blocking(move || stats_body(&st))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "stats task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stats task failed")
+        })?;
+    Ok(Json(body).into_response())
+}
+
+/// The body of `/api/stats` (blocking: reads `/proc`).
+fn stats_body(st: &AppState) -> Value {
     let status = read_proc_status();
     let cpu = st.cpu.percent(st.started);
     let (limit, source) = match &st.telemetry {
@@ -71,7 +82,7 @@ pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
     };
     let rss = status.rss_bytes.unwrap_or(0);
     let mb = |b: u64| (b as f64 / (1 << 20) as f64 * 10.0).round() / 10.0;
-    Json(json!({
+    json!({
         "process_cpu_percent": cpu,
         "process_rss_bytes": rss,
         "process_rss_mb": mb(rss),
@@ -82,8 +93,7 @@ pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
         "threads": status.threads,
         "in_flight": st.config.server.max_in_flight.saturating_sub(st.in_flight.available_permits()),
         "ready": st.ready.load(Ordering::SeqCst),
-    }))
-    .into_response()
+    })
 }
 
 /// CPU time sampling between calls.

@@ -55,6 +55,7 @@ pub use self::tracing::extract_context;
 
 /// Telemetry errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TelemetryError {
     /// A metric could not be defined or registered.
     #[error("metrics: {0}")]
@@ -71,6 +72,9 @@ pub enum TelemetryError {
     /// A thread or runtime could not be started.
     #[error("telemetry i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A blocking task (the metrics gather) failed or was cancelled.
+    #[error("telemetry task: {0}")]
+    Task(String),
 }
 
 /// Log line format.
@@ -273,14 +277,21 @@ impl Telemetry {
             axum::routing::get(move || {
                 let metrics = metrics.clone();
                 async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                        .into_response()
+                    match metrics.scrape().await {
+                        Ok(text) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text.to_string(),
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            ::tracing::error!(error = %e, "metrics scrape failed");
+                            let body = serde_json::json!({"error": "metrics scrape failed", "status": 500});
+                            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                        }
+                    }
                 }
             }),
         )
