@@ -292,8 +292,11 @@ impl Metrics {
 #[derive(Default)]
 struct ScrapeGate {
     arrivals: AtomicU64,
-    last: Arc<AsyncMutex<Option<(u64, Arc<str>)>>>,
+    last: Arc<AsyncMutex<Option<LastScrape>>>,
 }
+
+/// The highest arrival number a gather serves, and its text.
+type LastScrape = (u64, Arc<str>);
 
 /// `2xx`, `3xx`, `4xx` or `5xx` (1xx counts as `2xx`, anything above 5xx as `5xx`).
 pub fn status_class(status: u16) -> &'static str {

@@ -59,6 +59,25 @@ def request(base: str, method: str, path: str, body=None, headers=None, timeout=
         return e.code, e.headers, e.read()
 
 
+def listening_addr(line: str) -> str | None:
+    """The address of the server's `listening on ADDR` line: a JSON log line
+    (`{"message": "listening on ADDR", "addr": "ADDR", ...}`, read `addr`) or a plain one."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        msg = obj.get("message")
+        if isinstance(msg, str) and msg.startswith("listening on ") and isinstance(obj.get("addr"), str):
+            return obj["addr"]
+        return None
+    at = line.find("listening on ")
+    if at < 0:
+        return None
+    rest = line[at + len("listening on "):].split()
+    return rest[0] if rest else None
+
+
 class Server:
     def __init__(self, binary: Path, data_dir: Path, workdir: Path):
         env = {k: v for k, v in os.environ.items()
@@ -88,8 +107,7 @@ class Server:
             if line is None:
                 self.kill()
                 raise SystemExit(f"check_api: FAIL: the server did not print its address:\n{self.tail()}")
-            if line.startswith("listening on "):
-                self.addr = line.split(" ", 2)[2].strip()
+            self.addr = listening_addr(line)
         self.base = f"http://{self.addr}"
 
     def wait_healthy(self, timeout: float = 30) -> None:
