@@ -149,6 +149,8 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// `service.name` of traces and logs.
     pub service_name: String,
+    /// One access log line per request (target `minidb::access`, level info).
+    pub access_log: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -158,6 +160,7 @@ impl Default for TelemetryConfig {
             log_format: "json".into(),
             otlp_endpoint: None,
             service_name: "minidb".into(),
+            access_log: true,
         }
     }
 }
@@ -332,7 +335,10 @@ impl Config {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 return fail(
                     "telemetry.otlp_endpoint",
-                    format!("{ep:?} is not an http(s):// URL"),
+                    format!(
+                        "{:?} is not an http(s):// URL",
+                        crate::telemetry::redact::redact_url(ep)
+                    ),
                 );
             }
         }
@@ -508,6 +514,14 @@ mod tests {
         assert!(err(&[("MINIDB_STORAGE__COMPRESSION", "zstd")]).contains("storage.compression"));
         assert!(err(&[("MINIDB_TELEMETRY__LOG_FORMAT", "xml")]).contains("log_format"));
         assert!(err(&[("MINIDB_SERVER__MAX_IN_FLIGHT", "-1")]).contains("max_in_flight"));
+        let e = err(&[(
+            "MINIDB_TELEMETRY__OTLP_ENDPOINT",
+            "ftp://user:secret@collector:21/?token=abc",
+        )]);
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        assert!(!e.contains("secret") && !e.contains("abc"), "{e}");
+        let e = err(&[("MINIDB_TELEMETRY__ACCESS_LOG", "sometimes")]);
+        assert!(e.contains("access_log"), "{e}");
         assert!(Config::load_with(
             &Overrides {
                 config_file: Some("/nonexistent.toml".into()),

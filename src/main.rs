@@ -6,7 +6,7 @@ use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -17,7 +17,7 @@ use minidb::engine::{self, Engine};
 use minidb::server::{self, AppState};
 use minidb::store::import::{self, ImportOptions, Phase, Summary};
 use minidb::store::Store;
-use minidb::telemetry::{Telemetry, TelemetryConfig};
+use minidb::telemetry::{lifecycle, LogFormat, Telemetry, TelemetryConfig};
 
 #[derive(Parser)]
 #[command(
@@ -133,11 +133,27 @@ enum DumpFormat {
 const VERIFY_WARNINGS: u8 = 3;
 /// The importers' exit code when some records were skipped (the summary lists them).
 const IMPORT_SKIPPED: u8 = 3;
+/// The log format of `serve`, once its configuration is loaded.
+static SERVE_LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.cmd, None | Some(Cmd::Serve { .. }));
     match run(cli) {
         Ok(code) => code,
+        Err(e) if serving => {
+            // One JSON object in JSON mode, even before the log subscriber exists (a
+            // configuration error): the format from the config, else the environment,
+            // else JSON.
+            let format = SERVE_LOG_FORMAT.get().copied().unwrap_or_else(|| {
+                std::env::var("MINIDB_TELEMETRY__LOG_FORMAT")
+                    .ok()
+                    .and_then(|f| f.trim().parse().ok())
+                    .unwrap_or_default()
+            });
+            lifecycle::fatal(&format!("{e:#}"), format);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("minidb: {e:#}");
             ExitCode::FAILURE
@@ -158,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd.unwrap_or(Cmd::Serve { listen: None }) {
         Cmd::Serve { listen } => {
             let config = load_config(&cli.common, listen)?;
+            let _ = SERVE_LOG_FORMAT.set(config.telemetry.log_format.parse().unwrap_or_default());
             serve(config)?;
         }
         Cmd::Config => {
@@ -439,6 +456,7 @@ fn init_telemetry(config: &Config) -> Result<Telemetry> {
         otlp_endpoint: t.otlp_endpoint.clone(),
         service_name: t.service_name.clone(),
         data_dir: Some(config.storage.data_dir.clone()),
+        access_log: t.access_log,
         ..TelemetryConfig::default()
     })
     .context("cannot start telemetry")
@@ -454,6 +472,7 @@ fn serve(config: Config) -> Result<()> {
         let _enter = rt.enter();
         init_telemetry(&config)?
     };
+    lifecycle::log_panics();
     let dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -489,14 +508,13 @@ fn serve(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr().context("local address")?;
-        println!("listening on {addr}");
-        let _ = std::io::stdout().flush();
+        lifecycle::listening(addr);
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb serving");
         let state = AppState::new(store, config, Some(t));
         server::serve(listener, state, server::shutdown_signal())
             .await
             .context("engine shutdown")?;
-        println!("shut down cleanly");
+        lifecycle::shut_down();
         Ok::<(), anyhow::Error>(())
     });
     telemetry.shutdown();

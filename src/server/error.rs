@@ -129,7 +129,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         let (status, retry_after) = status_of(&err);
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %err, "internal error");
+            tracing::error!(error = %err, status = status.as_u16(), "internal error");
         }
         ApiError {
             status,

@@ -60,8 +60,8 @@ impl Server {
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
-                        break a.trim().to_string();
+                    if let Some(a) = listening_addr(&line) {
+                        break a;
                     }
                 }
                 _ => {
@@ -177,6 +177,18 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The address of the server's `listening on ADDR` line: a JSON log line
+/// (`{"message":"listening on ADDR","addr":"ADDR",...}`, read `addr`) or a plain one.
+pub fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(line) {
+        let msg = o.get("message")?.as_str()?;
+        msg.starts_with("listening on ").then_some(())?;
+        return o.get("addr")?.as_str().map(str::to_string);
+    }
+    let at = line.find("listening on ")? + "listening on ".len();
+    line[at..].split_whitespace().next().map(str::to_string)
 }
 
 /// Sends `SIG<name>` to `pid` with kill(1).
