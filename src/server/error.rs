@@ -80,6 +80,7 @@ pub fn status_of(err: &StoreError) -> (StatusCode, Option<u64>) {
     use StoreError as S;
     match err {
         S::InvalidCollection { .. }
+        | S::InvalidJson { .. }
         | S::InvalidId(_)
         | S::InvalidDocument(_)
         | S::InvalidFilter(_)

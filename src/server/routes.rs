@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 use crate::store::{
-    decode_cursor, document::id_of, encode_cursor, Filter, StoreError, StoredDoc, Update,
+    decode_cursor, document::id_of, encode_cursor, json, Filter, StoreError, StoredDoc, Update,
 };
 
 /// Documents without a match examined at most per paged `_search` call.
@@ -68,8 +68,12 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
             "request body is empty; expected JSON",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
+    parse_json("request body", &bytes)
+}
+
+/// Every JSON a client sends goes through here (see `store::json`).
+fn parse_json(what: &'static str, bytes: &[u8]) -> Result<Value, ApiError> {
+    json::parse(bytes).map_err(|source| StoreError::InvalidJson { what, source }.into())
 }
 
 /// The `If-Match` precondition: `None` without the header or with `*`, else the version it
@@ -229,9 +233,7 @@ fn parse_filter(body: Result<Bytes, BytesRejection>) -> Result<Filter, ApiError>
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Filter::all());
     }
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?;
-    Ok(Filter::parse(&v)?)
+    Ok(Filter::parse(&parse_json("filter", &bytes)?)?)
 }
 
 fn join_docs(out: &mut Vec<u8>, docs: &[Bytes]) {
@@ -321,11 +323,7 @@ pub async fn count(
 ) -> Result<Response, ApiError> {
     let filter = match q.filter.as_deref() {
         None | Some("") => Filter::all(),
-        Some(f) => {
-            let v: Value = serde_json::from_str(f)
-                .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?;
-            Filter::parse(&v)?
-        }
+        Some(f) => Filter::parse(&parse_json("filter parameter", f.as_bytes())?)?,
     };
     let store = st.store.clone();
     let n = blocking(move || store.count(&col, &filter)).await?;

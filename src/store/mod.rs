@@ -8,6 +8,7 @@ pub mod db;
 pub mod document;
 pub mod error;
 pub mod filter;
+pub mod json;
 pub mod jsonl;
 pub mod key;
 pub mod meta;

@@ -1,0 +1,134 @@
+//! Hostile and edge-case input over real HTTP against the real binary: attacker-sized
+//! nesting, JSON that serde_json would silently change, reserved ids.
+
+mod api;
+
+use api::{expect_error, json, Server};
+use serde_json::json;
+
+fn server() -> (tempfile::TempDir, Server) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    (tmp, s)
+}
+
+/// Issue 8, item 1: a 15,000-segment dot path built a 15,000-deep object whose drop
+/// overflowed the stack and killed the server.
+#[test]
+fn attacker_sized_dot_paths_get_400_and_the_server_stays_up() {
+    let (_tmp, s) = server();
+    assert_eq!(s.put("/api/t/x", &json!({"a": 1})).status(), 200);
+    let long = vec!["p"; 15_000].join(".");
+    for op in ["$set", "$inc", "$unset"] {
+        let m = expect_error(s.patch("/api/t/x", &json!({op: {long.clone(): 1}})), 400);
+        assert!(m.contains("64"), "{op}: {m}");
+        assert!(
+            m.len() < 500,
+            "the message quotes the whole path: {} bytes",
+            m.len()
+        );
+    }
+    // One segment over the document depth limit is refused too, at parse time.
+    let just_over = vec!["p"; 65].join(".");
+    expect_error(s.patch("/api/t/x", &json!({"$set": {just_over: 1}})), 400);
+    // A path and a value that together nest deeper than 64 levels.
+    let mut value = json!(1);
+    for _ in 0..60 {
+        value = json!({ "v": value });
+    }
+    let five = ["q"; 5].join(".");
+    let m = expect_error(s.patch("/api/t/x", &json!({"$set": {five: value}})), 400);
+    assert!(m.contains("deeper than 64"), "{m}");
+    // The longest allowed path still works.
+    let longest = vec!["p"; 64].join(".");
+    assert_eq!(
+        s.patch("/api/t/x", &json!({"$set": {longest.clone(): 1}}))
+            .status(),
+        200
+    );
+    // Filters: the same limit on field paths.
+    let m = expect_error(s.post("/api/t/_search", &json!({long.clone(): 1})), 400);
+    assert!(m.contains("64"), "{m}");
+    let hundred = vec!["p"; 100].join(".");
+    let q = format!("/api/t/_count?filter=%7B%22{hundred}%22%3A1%7D");
+    expect_error(s.get(&q), 400);
+    // `$and` nested beyond the JSON depth limit, as raw text (never built by the server).
+    let nested = format!("{}{{}}{}", "{\"$and\":[".repeat(5000), "]}".repeat(5000));
+    expect_error(s.post_raw("/api/t/_search", nested), 400);
+    // The server is still up, and the document is as the last good PATCH left it.
+    assert_eq!(json(s.get("/api/health")), json!({"status": "ok"}));
+    let doc = json(s.get("/api/t/x"));
+    assert_eq!(doc["a"], 1);
+    let mut at = &doc;
+    for _ in 0..63 {
+        at = &at["p"];
+    }
+    assert_eq!(at["p"], 1);
+    s.stop();
+}
+
+/// Issue 8, item 14: serde_json rounds 10^30 to `1e30` and keeps the last of two equal
+/// keys; both are refused with 400 naming the number or the key, and nothing is stored.
+#[test]
+fn huge_integers_and_duplicate_keys_are_refused() {
+    let (_tmp, s) = server();
+    let big = "1000000000000000000000000000000";
+    let m = expect_error(
+        s.post_raw("/api/j", format!(r#"{{"_id":"n","v":{big}}}"#)),
+        400,
+    );
+    assert!(m.contains(big) && m.contains("string"), "{m}");
+    let m = expect_error(s.post_raw("/api/j", r#"{"_id":"a","_id":"b"}"#), 400);
+    assert!(m.contains("duplicate key") && m.contains("\"_id\""), "{m}");
+    let m = expect_error(
+        s.post_raw("/api/j", r#"{"_id":"d","o":{"k":[{"z":1,"z":2}]}}"#),
+        400,
+    );
+    assert!(m.contains("\"z\""), "{m}");
+    let m = expect_error(
+        s.post_raw(
+            "/api/j/_insertMany",
+            r#"[{"_id":"m1"},{"_id":"m2","n":-9223372036854775809}]"#,
+        ),
+        400,
+    );
+    assert!(m.contains("-9223372036854775809"), "{m}");
+    let put = s
+        .client
+        .put(s.url("/api/j/p"))
+        .header("content-type", "application/json")
+        .body(r#"{"v":1,"v":2}"#)
+        .send()
+        .expect("PUT");
+    expect_error(put, 400);
+    assert_eq!(s.put("/api/j/p", &json!({"v": 1})).status(), 200);
+    let patch = s
+        .client
+        .patch(s.url("/api/j/p"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"$inc":{{"v":{big}}}}}"#))
+        .send()
+        .expect("PATCH");
+    expect_error(patch, 400);
+    expect_error(s.post_raw("/api/j/_search", r#"{"v":1,"v":2}"#), 400);
+    expect_error(
+        s.get("/api/j/_count?filter=%7B%22v%22%3A1%2C%22v%22%3A2%7D"),
+        400,
+    );
+    // Within range, and as floats or strings, numbers are kept exactly as sent.
+    let r = s.post_raw(
+        "/api/j",
+        r#"{"_id":"ok","max":18446744073709551615,"min":-9223372036854775808,"f":1e30,"s":"1000000000000000000000000000000"}"#,
+    );
+    assert_eq!(r.status(), 201);
+    let doc = s.get("/api/j/ok").text().expect("body");
+    assert!(doc.contains("18446744073709551615"), "{doc}");
+    assert!(doc.contains("-9223372036854775808"), "{doc}");
+    assert_eq!(
+        json(s.get("/api/j/p")),
+        json!({"_id": "p", "v": 1}),
+        "refused writes changed nothing"
+    );
+    assert_eq!(json(s.get("/api/j/_count")), json!({"count": 2}));
+    s.stop();
+}
