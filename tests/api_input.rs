@@ -132,3 +132,49 @@ fn huge_integers_and_duplicate_keys_are_refused() {
     assert_eq!(json(s.get("/api/j/_count")), json!({"count": 2}));
     s.stop();
 }
+
+/// Issue 8, item 4: `POST /api/ids {"_id":"_count"}` answered 201, and the document could
+/// then never be read (`GET /api/ids/_count` is the count route). Ids starting with `_` are
+/// reserved, as CouchDB's are: 400 at every route that creates or replaces a document.
+#[test]
+fn ids_starting_with_an_underscore_are_reserved() {
+    let (tmp, s) = server();
+    const RULE: &str = "ids starting with '_' are reserved for routes";
+    let m = expect_error(s.post("/api/ids", &json!({"_id": "_count"})), 400);
+    assert!(m.contains(RULE), "{m}");
+    let m = expect_error(s.put("/api/ids/_x", &json!({"v": 1})), 400);
+    assert!(m.contains(RULE), "{m}");
+    let m = expect_error(
+        s.post(
+            "/api/ids/_insertMany",
+            &json!([{"_id": "fine"}, {"_id": "_search"}]),
+        ),
+        400,
+    );
+    assert!(m.contains("index 1") && m.contains(RULE), "{m}");
+    // Nothing was stored, and the route words still answer as routes.
+    assert_eq!(json(s.get("/api/ids/_count")), json!({"count": 0}));
+    expect_error(s.get("/api/ids/fine"), 404);
+    // An underscore elsewhere is fine.
+    assert_eq!(s.post("/api/ids", &json!({"_id": "a_b"})).status(), 201);
+    assert_eq!(json(s.get("/api/ids/a_b")), json!({"_id": "a_b"}));
+    s.stop();
+
+    // Restore refuses such a line, naming it, and writes nothing.
+    let dump = tmp.path().join("reserved.jsonl");
+    std::fs::write(
+        &dump,
+        "{\"collection\":\"ids\",\"doc\":{\"_id\":\"ok\"}}\n{\"collection\":\"ids\",\"doc\":{\"_id\":\"_count\"}}\n",
+    )
+    .expect("write dump");
+    let out = api::command(tmp.path())
+        .arg("restore")
+        .arg(&dump)
+        .arg("--data-dir")
+        .arg(tmp.path().join("restored"))
+        .output()
+        .expect("restore");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains(RULE), "{err}");
+}

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::document::{id_of, type_name, validate_document};
+use super::document::{id_of, prepare_insert, type_name};
 use super::error::{preview, Result, StoreError};
 use super::name::validate_collection;
 
@@ -72,11 +72,11 @@ pub fn parse_line(line_no: usize, line: &str) -> Result<DumpRecord> {
     Ok(DumpRecord { collection, doc })
 }
 
-/// Checks the collection name and the document (object, depth, string `_id`).
+/// Checks the collection name and the document (object, depth, string `_id` that is not
+/// reserved).
 fn validate_record(collection: &str, doc: &Value) -> Result<()> {
     validate_collection(collection)?;
-    validate_document(doc)?;
-    id_of(doc).map(drop)
+    prepare_insert(doc).map(drop)
 }
 
 #[cfg(test)]
@@ -125,6 +125,8 @@ mod tests {
         assert!(reason(r#"{"collection": "a", "doc": {"_id": 1}}"#).contains("_id"));
         assert!(reason(r#"{"collection": "a", "doc": {"v": 1}}"#).contains("_id"));
         assert!(reason(r#"{"collection": "a", "doc": {"_id": ""}}"#).contains("_id"));
+        assert!(reason(r#"{"collection": "a", "doc": {"_id": "_count"}}"#)
+            .contains("ids starting with '_' are reserved"));
         assert!(reason(r#"{"collection": "a", "doc": 5}"#).contains("object"));
         let deep = format!(
             r#"{{"collection": "a", "doc": {{"_id": "k", "v": {}1{}}}}}"#,
