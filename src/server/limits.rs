@@ -155,7 +155,13 @@ pub async fn json_errors(State(st): State<Arc<AppState>>, req: Request, next: Ne
     } else {
         text
     };
-    let mut new = ApiError::new(status, msg).into_response();
+    let error = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        // Whatever produced it, its text is for the log only.
+        ApiError::internal(msg)
+    } else {
+        ApiError::new(status, msg)
+    };
+    let mut new = error.into_response();
     for (k, v) in &parts.headers {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             new.headers_mut().append(k.clone(), v.clone());

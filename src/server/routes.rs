@@ -40,10 +40,7 @@ where
     let span = tracing::Span::current();
     match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("worker task failed: {e}"),
-        )),
+        Err(e) => Err(ApiError::internal(format_args!("worker task failed: {e}"))),
     }
 }
 
