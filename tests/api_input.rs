@@ -178,3 +178,66 @@ fn ids_starting_with_an_underscore_are_reserved() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains(RULE), "{err}");
 }
+
+/// Issue 8, item 5: `POST /api/bad` with `Content-Type: text/plain` (no CORS preflight) and
+/// `Origin: http://evil.example` was stored (201): any web page could write.
+#[test]
+fn cross_site_writes_are_refused() {
+    let (_tmp, s) = server();
+    let evil = |m: reqwest::Method, path: &str, body: &str| {
+        s.client
+            .request(m, s.url(path))
+            .header("content-type", "text/plain")
+            .header("origin", "http://evil.example")
+            .body(body.to_string())
+            .send()
+            .expect("request")
+    };
+    let m = expect_error(
+        evil(reqwest::Method::POST, "/api/bad", r#"{"_id":"x"}"#),
+        403,
+    );
+    assert!(m.contains("http://evil.example"), "{m}");
+    expect_error(evil(reqwest::Method::POST, "/api/_compact", ""), 403);
+    expect_error(evil(reqwest::Method::PUT, "/api/bad/y", "{}"), 403);
+    expect_error(evil(reqwest::Method::DELETE, "/api/bad/y", ""), 403);
+    let r = s
+        .client
+        .post(s.url("/api/bad"))
+        .header("sec-fetch-site", "cross-site")
+        .body(r#"{"_id":"z"}"#)
+        .send()
+        .expect("POST");
+    expect_error(r, 403);
+    // Nothing was stored; reads from any origin still work.
+    let r = s
+        .client
+        .get(s.url("/api/bad/_count"))
+        .header("origin", "http://evil.example")
+        .send()
+        .expect("GET");
+    assert_eq!(json(r), json!({"count": 0}));
+    assert_eq!(json(s.get("/api/_collections")), json!([]));
+    // No Origin (curl, servers), the allowed origin, and the server's own origin write.
+    assert_eq!(s.post("/api/bad", &json!({"_id": "curl"})).status(), 201);
+    let r = s
+        .client
+        .post(s.url("/api/bad"))
+        .header("origin", "http://localhost:3000")
+        .header("sec-fetch-site", "same-site")
+        .json(&json!({"_id": "dashboard"}))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 201);
+    let r = s
+        .client
+        .post(s.url("/api/bad"))
+        .header("origin", s.base.clone())
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"_id": "same-origin"}))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 201);
+    assert_eq!(json(s.get("/api/bad/_count")), json!({"count": 3}));
+    s.stop();
+}

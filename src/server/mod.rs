@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod limits;
+pub mod origin;
 pub mod probes;
 pub mod routes;
 
@@ -125,6 +126,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(cfg.request_timeout_secs),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::refuse_cross_site_writes,
         ))
         .layer(cors)
         .layer(middleware::from_fn_with_state(
