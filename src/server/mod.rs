@@ -3,8 +3,9 @@
 //! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
 
 pub mod error;
+pub(crate) mod head;
 pub mod limits;
-pub mod origin;
+pub(crate) mod origin;
 pub mod probes;
 pub mod routes;
 
@@ -135,7 +136,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::json_errors,
-        ));
+        ))
+        .layer(middleware::from_fn(head::answer_refused));
     // Request spans and metrics, outermost so refused requests are counted too.
     match &state.telemetry {
         Some(t) => app.layer(t.http_layer()),
@@ -194,6 +196,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(cfg.header_timeout_secs))
+        .max_headers(head::MAX_HEADERS)
         .keep_alive(true);
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     tokio::pin!(shutdown);
@@ -210,9 +213,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(limits::IdleTimeout::new(stream, idle));
-                let svc = TowerToHyperService::new(app.clone());
-                let conn = graceful.watch(http.serve_connection(io, svc));
+                // Request heads are checked before hyper parses them (see `head`).
+                let io = head::HeadGuard::new(limits::IdleTimeout::new(stream, idle));
+                let svc = head::ConnService::new(TowerToHyperService::new(app.clone()), io.refusal());
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });

@@ -256,3 +256,92 @@ impl SlowRequest {
         (status, body)
     }
 }
+
+/// One HTTP/1.1 response read off a raw connection.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, asserting the error shape `{"error": …, "status": N}`.
+    pub fn json_error(&self) -> Value {
+        let v: Value =
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
+        assert_eq!(v["status"], self.status, "{v}");
+        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+}
+
+/// Writes `request` on a new connection (then half-closes it), and reads every response
+/// until the server closes the connection. Responses must have a Content-Length.
+pub fn raw_exchange(addr: &str, request: &[u8]) -> Vec<RawResponse> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let request = request.to_vec();
+    // Write from another thread: the server may answer before it has read everything.
+    let w = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let _ = w.join();
+    parse_responses(&buf)
+}
+
+/// Splits raw bytes into Content-Length framed responses.
+pub fn parse_responses(mut buf: &[u8]) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            panic!(
+                "truncated response head: {:?}",
+                String::from_utf8_lossy(buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+        let body_start = end + 4;
+        assert!(
+            buf.len() >= body_start + len,
+            "truncated body after {head:?}"
+        );
+        let body = String::from_utf8_lossy(&buf[body_start..body_start + len]).to_string();
+        out.push(RawResponse {
+            status,
+            headers,
+            body,
+        });
+        buf = &buf[body_start + len..];
+    }
+    out
+}
