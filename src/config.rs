@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Timeout for reading a request's headers, in seconds.
     pub header_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds, or it gets 408.
+    pub body_timeout_secs: u64,
     /// Idle keep-alive connections are closed after this many seconds.
     pub idle_timeout_secs: u64,
     /// On SIGTERM/SIGINT, in-flight requests get at most this many seconds to finish.
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             max_in_flight: 100,
             request_timeout_secs: 30,
             header_timeout_secs: 15,
+            body_timeout_secs: 10,
             idle_timeout_secs: 60,
             shutdown_drain_secs: 30,
             cors_origins: vec!["http://localhost:3000".into()],
@@ -260,6 +263,7 @@ impl Config {
             ("server.max_in_flight", s.max_in_flight as u64),
             ("server.request_timeout_secs", s.request_timeout_secs),
             ("server.header_timeout_secs", s.header_timeout_secs),
+            ("server.body_timeout_secs", s.body_timeout_secs),
             ("server.idle_timeout_secs", s.idle_timeout_secs),
             ("storage.flush_size", self.storage.flush_size as u64),
             ("storage.memtable_mb", self.storage.memtable_mb as u64),

@@ -584,33 +584,6 @@ fn limits_body_size_concurrency_and_timeouts() {
     expect_error(s.post_raw("/api/lim", body), 413);
     assert_eq!(s.post("/api/lim", &json!({"_id": "small"})).status(), 201);
 
-    // Two slow requests hold both permits; the third gets 503 + Retry-After at once.
-    let body = br#"{"_id": "slow-1", "pad": "................"}"#;
-    let slow1 = SlowRequest::begin(&s.addr, "POST", "/api/lim", body);
-    let slow2 = SlowRequest::begin(
-        &s.addr,
-        "POST",
-        "/api/lim",
-        &body.map(|b| if b == b'1' { b'2' } else { b }),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let r = s.get("/api/lim/small");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "503 was not immediate"
-    );
-    assert_eq!(r.headers()["retry-after"], "1");
-    expect_error(r, 503);
-    assert_eq!(
-        s.get("/api/health").status(),
-        200,
-        "probes bypass the limit"
-    );
-    assert_eq!(slow1.finish().0, 201);
-    assert_eq!(slow2.finish().0, 201);
-    assert_eq!(s.get("/api/lim/small").status(), 200);
-
     // A request that stalls past request_timeout_secs gets 408 JSON.
     let mut stalled =
         SlowRequest::begin(&s.addr, "POST", "/api/lim", br#"{"_id": "never-finished"}"#);
@@ -620,6 +593,68 @@ fn limits_body_size_concurrency_and_timeouts() {
     assert!(body.contains("\"status\":408"), "{body}");
     assert!(t.elapsed() < Duration::from_secs(10));
     expect_error(s.get("/api/lim/never-finished"), 404);
+}
+
+#[test]
+fn the_in_flight_limit_counts_requests_being_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &tmp.path().join("data"),
+        &[("MINIDB_SERVER__MAX_IN_FLIGHT", "2")],
+    );
+    assert_eq!(s.post("/api/lim", &json!({"_id": "small"})).status(), 201);
+    // Two requests being served hold both permits; a third gets 503 + Retry-After at
+    // once. (A request waiting for its body holds none: tests/api_protocol.rs.) Slow to
+    // serve: a filter with a 100,000-value `$in` over 5,000 documents (seconds each).
+    let docs: Vec<Value> = (0..5000)
+        .map(|i| json!({"_id": format!("d{i:04}"), "n": i}))
+        .collect();
+    for chunk in docs.chunks(1000) {
+        let r = s.post("/api/lim/_insertMany", &Value::Array(chunk.to_vec()));
+        assert_eq!(r.status(), 200);
+    }
+    let values: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+    let slow_filter = serde_json::to_vec(&json!({"n": {"$in": values}})).unwrap();
+    let searches: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, body) = (s.url("/api/lim/_search?count=true"), slow_filter.clone());
+            std::thread::spawn(move || {
+                let r = reqwest::blocking::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .unwrap();
+                (r.status().as_u16(), r.text().unwrap_or_default())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let r = s.get("/api/lim/small");
+        if r.status() == 503 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            Instant::now() < deadline,
+            "the searches never held both permits"
+        );
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let m = expect_error(refused, 503);
+    assert!(m.contains("max_in_flight"), "{m}");
+    assert_eq!(
+        s.get("/api/health").status(),
+        200,
+        "probes bypass the limit"
+    );
+    for search in searches {
+        let (status, body) = search.join().unwrap();
+        assert_eq!((status, body.as_str()), (200, r#"{"count":0}"#));
+    }
+    assert_eq!(s.get("/api/lim/small").status(), 200);
+    s.stop();
 }
 
 /// Reads until the server closes the connection; returns what it sent. Panics if it is

@@ -107,3 +107,76 @@ fn pipelined_requests_bodies_and_a_late_refusal_are_answered_in_order() {
         serde_json::json!({"count": 2})
     );
 }
+
+/// The number in `minidb_http_requests_in_flight` (requests anywhere in the server,
+/// including those still reading their bodies).
+fn in_flight(s: &Server) -> u64 {
+    let text = s.get("/metrics").text().expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("minidb_http_requests_in_flight "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .expect("in-flight gauge")
+}
+
+/// Issue 8, item 2: 100 connections that sent `Content-Length: 10` and then nothing held
+/// every in-flight permit for 30 s, so every `GET` got 503. Bodies are now read before a
+/// request takes a permit, and within `server.body_timeout_secs`.
+#[test]
+fn stalled_uploads_cannot_starve_other_requests() {
+    use std::io::Write;
+    let (_tmp, s) = server(&[("MINIDB_SERVER__BODY_TIMEOUT_SECS", "3")]);
+    assert_eq!(
+        s.put("/api/t/a", &serde_json::json!({"v": 1})).status(),
+        200
+    );
+    let stalled: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&s.addr).expect("connect");
+            c.write_all(
+                b"POST /api/t HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n",
+            )
+            .expect("write head");
+            c
+        })
+        .collect();
+    // Wait until the server holds all of them (plus the metrics request itself).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while in_flight(&s) < 101 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uploads never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for _ in 0..20 {
+        let r = s.get("/api/t/a");
+        assert_eq!(r.status(), 200, "{:?}", r.text());
+    }
+    assert_eq!(s.get("/api/ready").status(), 200);
+    // They were still stalled while the GETs were served.
+    assert!(
+        in_flight(&s) >= 101,
+        "the uploads ended before the GETs ran"
+    );
+    // Each stalled upload gets 408 JSON once the body timeout passes, and nothing is stored.
+    for mut c in stalled {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut buf);
+        let answers = api::parse_responses(&buf);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].status, 408, "{answers:?}");
+        let m = answers[0].json_error()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(m.contains("body_timeout_secs"), "{m}");
+    }
+    assert_eq!(
+        api::json(s.get("/api/t/_count")),
+        serde_json::json!({"count": 1})
+    );
+    s.stop();
+}

@@ -120,10 +120,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(
             usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::concurrency_limit,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::admit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(cfg.request_timeout_secs),
