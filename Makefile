@@ -1,6 +1,6 @@
 # MiniDB developer targets. `make help` lists them.
 CARGO ?= cargo
-TEST_FEATURES ?= --features failpoints
+TEST_FEATURES ?=
 PYTHON ?= python3
 IMAGE ?= ghcr.io/minidb/minidb:0.1.0
 

@@ -17,13 +17,14 @@ const BATCH_SIZE: usize = 5;
 
 fn options() -> Options {
     // Small memtables so kills land during rotations, flushes and compactions too.
-    Options {
-        flush_size: 500,
-        memtable_bytes: 64 << 10,
-        level0_compaction_trigger: 2,
-        level_base_bytes: 256 << 10,
-        target_file_bytes: 128 << 10,
-        ..Options::default()
+    {
+        let mut o = Options::default();
+        o.flush_size = 500;
+        o.memtable_bytes = 64 << 10;
+        o.level0_compaction_trigger = 2;
+        o.level_base_bytes = 256 << 10;
+        o.target_file_bytes = 128 << 10;
+        o
     }
 }
 

@@ -1,16 +1,19 @@
-//! Backpressure, poisoning, flush retries and the directory lock.
+//! Backpressure, poisoning, flush retries and the directory lock; faults come from the
+//! simulated file system, so plain `cargo test` runs them all.
+
+mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use minidb::engine::storage::{CrashMode, FaultKind, SimFs, SimOp, Storage};
 use minidb::engine::{BusyReason, Engine, Error, MemoryBudget, Options};
 
 fn small() -> Options {
-    Options {
-        flush_size: 10,
-        max_immutable_memtables: 2,
-        ..Options::default()
-    }
+    let mut o = Options::default();
+    o.flush_size = 10;
+    o.max_immutable_memtables = 2;
+    o
 }
 
 fn key(i: usize) -> Vec<u8> {
@@ -19,7 +22,6 @@ fn key(i: usize) -> Vec<u8> {
 
 #[test]
 fn full_flush_queue_refuses_writes_before_touching_anything() {
-    let _s = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Engine::open(dir.path(), small()).expect("open");
     let hold = db.pause_flush();
@@ -60,14 +62,11 @@ fn full_flush_queue_refuses_writes_before_touching_anything() {
 
 #[test]
 fn level0_pileup_refuses_writes_until_compaction() {
-    let _s = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = Options {
-        background_compaction: false,
-        level0_compaction_trigger: 2,
-        level0_stop_writes: 3,
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.background_compaction = false;
+    opts.level0_compaction_trigger = 2;
+    opts.level0_stop_writes = 3;
     let db = Engine::open(dir.path(), opts).expect("open");
     for i in 0..3 {
         db.put(&key(i), b"v").expect("put");
@@ -96,13 +95,10 @@ impl MemoryBudget for Switch {
 
 #[test]
 fn memory_hook_refuses_writes_but_not_reads() {
-    let _s = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let budget = Arc::new(Switch(AtomicBool::new(false)));
-    let opts = Options {
-        memory_budget: Some(budget.clone()),
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.memory_budget = Some(budget.clone());
     let db = Engine::open(dir.path(), opts).expect("open");
     db.put(b"a", b"1").expect("put");
     budget.0.store(true, Ordering::SeqCst);
@@ -125,13 +121,12 @@ fn memory_hook_refuses_writes_but_not_reads() {
 
 #[test]
 fn failed_wal_fsync_poisons_writes_but_reads_go_on() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Engine::open(dir.path(), Options::default()).expect("open");
+    let fs = SimFs::new();
+    let opts = common::small_options(&fs);
+    let db = common::open(&opts);
     db.put(b"before", b"1").expect("put");
-    fail::cfg("wal-sync", "return").expect("failpoint");
+    fs.fail_next(SimOp::Sync, ".wal", FaultKind::Eio, 1);
     assert!(matches!(db.put(b"during", b"2"), Err(Error::Fsync { .. })));
-    fail::remove("wal-sync");
     assert!(matches!(
         db.put(b"after", b"3"),
         Err(Error::Poisoned { .. })
@@ -143,21 +138,42 @@ fn failed_wal_fsync_poisons_writes_but_reads_go_on() {
     // The failed write was never acknowledged, nor made visible.
     assert_eq!(db.get(b"during").expect("read"), None);
     drop(db);
-    scenario.teardown();
-    let db = Engine::open(dir.path(), Options::default()).expect("reopen clears the poison");
+    fs.power_loss(CrashMode::DropUnsynced);
+    let db = common::open(&opts);
     assert_eq!(db.get(b"before").expect("read").as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.get(b"during").expect("read"), None);
     db.put(b"after", b"3").expect("writes work after restart");
 }
 
 #[test]
+fn failed_wal_write_poisons_and_leaves_nothing_behind() {
+    let fs = SimFs::new();
+    let opts = common::small_options(&fs);
+    let db = common::open(&opts);
+    db.put(b"before", b"1").expect("put");
+    fs.fail_next(SimOp::Write, ".wal", FaultKind::Eio, 1);
+    assert!(matches!(db.put(b"during", b"2"), Err(Error::Io { .. })));
+    assert!(db.is_poisoned());
+    assert_eq!(db.get(b"during").expect("read"), None);
+    // A restart without a power loss (the page cache survives) must not find it either:
+    // the failed write was cut back off the log.
+    drop(db);
+    let db = common::open(&opts);
+    assert_eq!(db.get(b"during").expect("read"), None);
+    assert_eq!(db.get(b"before").expect("read").as_deref(), Some(&b"1"[..]));
+}
+
+#[test]
 fn failed_flush_is_retried_and_counted() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Engine::open(dir.path(), Options::default()).expect("open");
+    let fs = SimFs::new();
+    let mut opts = common::small_options(&fs);
+    opts.flush_size = 1000;
+    opts.memtable_bytes = 1 << 20;
+    let db = common::open(&opts);
     for i in 0..100 {
         db.put(&key(i), b"v").expect("put");
     }
-    fail::cfg("flush-build", "2*return").expect("failpoint");
+    fs.fail_next(SimOp::Write, ".sst", FaultKind::Eio, 2);
     db.flush().expect("flush succeeds after retries");
     let stats = db.stats();
     assert_eq!(stats.flush_errors, 2);
@@ -167,12 +183,19 @@ fn failed_flush_is_retried_and_counted() {
     for i in 0..100 {
         assert_eq!(db.get(&key(i)).expect("get").as_deref(), Some(&b"v"[..]));
     }
-    scenario.teardown();
+    // The failed attempts left no table behind.
+    let sst = std::path::Path::new(common::DB).join("sst");
+    let files: Vec<String> = fs
+        .list(&sst)
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
 }
 
 #[test]
 fn second_open_of_a_directory_is_refused() {
-    let _s = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Engine::open(dir.path(), Options::default()).expect("open");
     match Engine::open(dir.path(), Options::default()) {
@@ -185,7 +208,6 @@ fn second_open_of_a_directory_is_refused() {
 
 #[test]
 fn writes_after_shutdown_are_refused() {
-    let _s = fail::FailScenario::setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Engine::open(dir.path(), Options::default()).expect("open");
     db.put(b"a", b"1").expect("put");
@@ -200,10 +222,8 @@ fn writes_after_shutdown_are_refused() {
 #[test]
 fn invalid_options_are_refused_with_the_option_name() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = Options {
-        flush_size: 0,
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.flush_size = 0;
     match Engine::open(dir.path(), opts) {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("flush_size")),
         other => panic!("expected InvalidArgument, got {:?}", other.err()),

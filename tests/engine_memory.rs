@@ -14,12 +14,13 @@ fn allocated() -> u64 {
 #[test]
 fn scans_keep_allocation_flat_over_a_million_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = Options {
-        sync: SyncPolicy::None,
-        memtable_bytes: 8 << 20,
-        flush_size: 100_000,
-        block_cache_bytes: 4 << 20,
-        ..Options::default()
+    let opts = {
+        let mut o = Options::default();
+        o.sync = SyncPolicy::None;
+        o.memtable_bytes = 8 << 20;
+        o.flush_size = 100_000;
+        o.block_cache_bytes = 4 << 20;
+        o
     };
     let db = Engine::open(dir.path(), opts).expect("open");
     // Random values: LZ4 must not shrink the data set below what the test claims.

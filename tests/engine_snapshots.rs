@@ -8,9 +8,10 @@ use std::time::Duration;
 use minidb::engine::{Engine, Options, WriteBatch};
 
 fn small() -> Options {
-    Options {
-        flush_size: 50,
-        ..Options::default()
+    {
+        let mut o = Options::default();
+        o.flush_size = 50;
+        o
     }
 }
 

@@ -23,6 +23,8 @@ pub struct WriteBatch {
     count: u32,
     puts: u64,
     deletes: u64,
+    /// Set by an oversized key or value; `validate` then refuses the whole batch.
+    oversized: bool,
 }
 
 impl WriteBatch {
@@ -33,6 +35,7 @@ impl WriteBatch {
             count: 0,
             puts: 0,
             deletes: 0,
+            oversized: false,
         }
     }
 
@@ -42,7 +45,7 @@ impl WriteBatch {
         self.rep.push(KIND_PUT);
         put_len_prefixed(&mut self.rep, key);
         put_len_prefixed(&mut self.rep, value);
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.puts += 1;
         self.check_sizes(key, Some(value));
         self
@@ -53,7 +56,7 @@ impl WriteBatch {
         self.ensure_header();
         self.rep.push(KIND_DELETE);
         put_len_prefixed(&mut self.rep, key);
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.deletes += 1;
         self.check_sizes(key, None);
         self
@@ -68,6 +71,7 @@ impl WriteBatch {
             count: 0,
             puts: 0,
             deletes: 0,
+            oversized: false,
         }
     }
 
@@ -92,22 +96,22 @@ impl WriteBatch {
         }
     }
 
-    // Oversized items are recorded by poisoning the count so `validate` refuses the batch
-    // without making `put` fallible.
+    // Oversized items are recorded so `validate` refuses the batch without making `put`
+    // fallible.
     fn check_sizes(&mut self, key: &[u8], value: Option<&[u8]>) {
         if key.len() > MAX_KEY_LEN || value.is_some_and(|v| v.len() > MAX_VALUE_LEN) {
-            self.count = u32::MAX;
+            self.oversized = true;
         }
     }
 
     /// Refuses oversized batches, keys and values.
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.count == u32::MAX {
+        if self.oversized {
             return Err(Error::InvalidArgument(format!(
                 "key over {MAX_KEY_LEN} bytes or value over {MAX_VALUE_LEN} bytes"
             )));
         }
-        if self.rep.len() > MAX_BATCH_BYTES {
+        if self.rep.len() > MAX_BATCH_BYTES || self.count == u32::MAX {
             return Err(Error::InvalidArgument(format!(
                 "batch of {} bytes is over the {MAX_BATCH_BYTES}-byte limit",
                 self.rep.len()

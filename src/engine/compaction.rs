@@ -6,7 +6,6 @@
 //! bounds space amplification near 1.1×, at the cost of more write amplification.
 
 use std::collections::HashSet;
-use std::fs;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,6 +131,7 @@ fn merge(inner: &Inner, task: &Task) -> Result<Vec<(Arc<Table>, u64)>> {
                         let id = inner.alloc_file_id();
                         let path = table_path(&inner.sst_dir, id);
                         let b = TableBuilder::create(
+                            &*inner.fs,
                             &path,
                             inner.opts.block_size,
                             inner.opts.compression,
@@ -159,7 +159,7 @@ fn merge(inner: &Inner, task: &Task) -> Result<Vec<(Arc<Table>, u64)>> {
     })();
     let cleanup = |ids: &[u64]| {
         for id in ids {
-            let _ = fs::remove_file(table_path(&inner.sst_dir, *id));
+            let _ = inner.fs.remove_file(&table_path(&inner.sst_dir, *id));
         }
     };
     if let Err(e) = result {
@@ -170,11 +170,20 @@ fn merge(inner: &Inner, task: &Task) -> Result<Vec<(Arc<Table>, u64)>> {
         cleanup(&ids);
         return Err(e);
     }
-    sync_dir(&inner.sst_dir)?;
+    if let Err(e) = sync_dir(&*inner.fs, &inner.sst_dir) {
+        cleanup(&outputs.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        return Err(e);
+    }
     let mut tables = Vec::with_capacity(outputs.len());
     for (id, size) in &outputs {
         let path = table_path(&inner.sst_dir, *id);
-        match Table::open(&path, *id, inner.cache.clone(), inner.counters.clone()) {
+        match Table::open(
+            &*inner.fs,
+            &path,
+            *id,
+            inner.cache.clone(),
+            inner.counters.clone(),
+        ) {
             Ok(t) => tables.push((Arc::new(t), *size)),
             Err(e) => {
                 cleanup(&outputs.iter().map(|(id, _)| *id).collect::<Vec<_>>());
@@ -204,7 +213,21 @@ fn install(
         });
     }
     state.next_file_id = inner.next_file_id.load(Ordering::SeqCst);
-    manifest::write(&inner.dir, &state)?;
+    if let Err(f) = manifest::write(&*inner.fs, &inner.dir, &state) {
+        if f.maybe_renamed {
+            // The new manifest may be the durable one: neither inputs nor outputs may go.
+            let reason = format!("manifest edit failed after its rename: {}", f.error);
+            inner.poison(reason.clone());
+            return Err(Error::Poisoned { reason });
+        }
+        // The old manifest stands: the outputs are unreferenced and can go.
+        for (t, _) in &outputs {
+            if !gone.contains(&t.id()) {
+                let _ = inner.fs.remove_file(&table_path(&inner.sst_dir, t.id()));
+            }
+        }
+        return Err(f.error);
+    }
     *m = state;
     inner.install(|cur| {
         let mut version = (*cur.version).clone();
@@ -243,12 +266,13 @@ fn run(inner: &Inner, task: Task) -> Result<()> {
     install(inner, &task.inputs, outputs, task.output_level)?;
     for t in &task.inputs {
         let path = table_path(&inner.sst_dir, t.id());
-        if let Err(e) = fs::remove_file(&path) {
+        if let Err(e) = inner.fs.remove_file(&path) {
             tracing::warn!(path = %path.display(), error = %e, "could not delete compacted table");
         }
     }
     inc(&inner.counters.compacts);
     add(&inner.counters.compaction_bytes_written, written);
+    inner.ensure_reserve();
     if let Some(l) = &inner.opts.listener {
         l.on_compaction(start.elapsed(), written);
     }
@@ -284,7 +308,11 @@ pub(super) fn run_worker(inner: &Inner) {
                 }
                 inc(&inner.counters.compaction_errors);
                 let e = inner.note_error(e);
-                tracing::error!(error = %e, "compaction failed; will retry");
+                if e.is_no_space() {
+                    tracing::warn!(error = %e, "compaction waits for disk space; will retry");
+                } else {
+                    tracing::error!(error = %e, "compaction failed; will retry");
+                }
                 let mut w = inner.workers.lock();
                 inner.work_cv.wait_for(&mut w, Duration::from_secs(1));
                 break;

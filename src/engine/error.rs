@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// Why a write was refused with [`Error::Busy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BusyReason {
     /// The queue of frozen memtables waiting for flush is full.
     FlushQueue,
@@ -39,6 +40,7 @@ impl fmt::Display for BusyReason {
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O call failed; `context` says which file or step.
     #[error("{context}: {source}")]
@@ -76,7 +78,17 @@ pub enum Error {
         /// What is full.
         reason: BusyReason,
     },
-    /// A failed fsync left the on-disk state unknown; writes are refused, reads work.
+    /// The disk is full: the write was refused and nothing of it is stored. Writes
+    /// resume by themselves once there is space again.
+    #[error("no space left on the device ({context}); retry after {} s", retry_after.as_secs())]
+    NoSpace {
+        /// What needed the space.
+        context: String,
+        /// A hint for when to retry.
+        retry_after: Duration,
+    },
+    /// A failed fsync (or a background worker's panic) left the on-disk state unknown;
+    /// writes are refused, reads work.
     #[error("engine poisoned, writes refused: {reason}")]
     Poisoned {
         /// The failure that poisoned the engine.
@@ -96,16 +108,31 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+/// The retry hint of [`Error::NoSpace`].
+pub(crate) const NO_SPACE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Wraps an I/O error with what the engine was doing.
+    /// Wraps an I/O error with what the engine was doing; a full disk becomes
+    /// [`Error::NoSpace`].
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        if super::storage::is_no_space(&source) {
+            return Error::NoSpace {
+                context: format!("{}: {source}", context.into()),
+                retry_after: NO_SPACE_RETRY_AFTER,
+            };
+        }
         Error::Io {
             context: context.into(),
             source,
         }
+    }
+
+    /// True for [`Error::NoSpace`].
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
     }
 
     /// A corruption error for `file` at `offset`.

@@ -1,28 +1,29 @@
-//! Memtable flushes (the background worker and `Engine::flush`) and recovery at open.
+//! Memtable flushes: the background worker and `Engine::flush`.
 
-use std::collections::HashSet;
-use std::fs;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cache::BlockCache;
-use super::error::{Error, IoContext, Result};
-use super::manifest::{self, sync_dir, ManifestState, TableRecord};
+use super::error::{Error, Result};
+use super::manifest::{self, sync_dir, TableRecord};
 use super::memtable::Memtable;
 use super::options::Options;
 use super::sstable::{Table, TableBuilder};
 use super::stats::{get, inc, Counters};
-use super::version::{SuperVersion, Version, NUM_LEVELS};
+use super::storage::Storage;
+use super::version::SuperVersion;
 use super::{table_path, wal, Inner};
+use std::time::Instant;
 
 /// Flush attempts that may fail while `Engine::flush` waits before it gives up.
 const FLUSH_WAIT_ERRORS: u64 = 3;
 
 /// Writes the newest version of every key in `mem` to a new table at `path`.
-fn write_memtable(mem: &Memtable, path: &Path, opts: &Options) -> Result<u64> {
+fn write_memtable(fs: &dyn Storage, mem: &Memtable, path: &Path, opts: &Options) -> Result<u64> {
     let mut b = TableBuilder::create(
+        fs,
         path,
         opts.block_size,
         opts.compression,
@@ -44,29 +45,33 @@ fn write_memtable(mem: &Memtable, path: &Path, opts: &Options) -> Result<u64> {
     b.finish()
 }
 
-/// Writes `mem` as table `id` in `sst_dir` and opens it.
-fn build_table(
+/// Where new tables go and what they are opened with.
+pub(super) struct TableSite<'a> {
+    pub fs: &'a dyn Storage,
+    pub sst_dir: &'a Path,
+    pub opts: &'a Options,
+    pub cache: &'a Arc<BlockCache>,
+    pub counters: &'a Arc<Counters>,
+}
+
+/// Writes `mem` as table `id`, makes it and its name durable, and opens it. A failure
+/// leaves no table file behind (best effort).
+pub(super) fn build_table(
+    site: &TableSite<'_>,
     mem: &Memtable,
     id: u64,
-    sst_dir: &Path,
-    opts: &Options,
-    cache: &Arc<BlockCache>,
-    counters: &Arc<Counters>,
 ) -> Result<(Arc<Table>, u64)> {
-    let path = table_path(sst_dir, id);
-    let written = crate::engine::fault::fail_sync("flush-build")
-        .map_err(|e| Error::io(format!("build table {}", path.display()), e))
-        .and_then(|()| write_memtable(mem, &path, opts));
-    let size = match written {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-    };
-    sync_dir(sst_dir)?;
-    let table = Table::open(&path, id, cache.clone(), counters.clone())?;
-    Ok((Arc::new(table), size))
+    let fs = site.fs;
+    let path = table_path(site.sst_dir, id);
+    let built = write_memtable(fs, mem, &path, site.opts).and_then(|size| {
+        sync_dir(fs, site.sst_dir)?;
+        let table = Table::open(fs, &path, id, site.cache.clone(), site.counters.clone())?;
+        Ok((Arc::new(table), size))
+    });
+    if built.is_err() {
+        let _ = fs.remove_file(&path);
+    }
+    built
 }
 
 /// Flushes the oldest frozen memtable `mem` and installs its table at level 0.
@@ -74,21 +79,26 @@ fn flush_memtable(inner: &Inner, mem: &Arc<Memtable>) -> Result<()> {
     let _span =
         tracing::info_span!("engine.flush", memtable = mem.id(), entries = mem.len()).entered();
     let start = Instant::now();
-    let id = inner.alloc_file_id();
-    let (table, size) = build_table(
-        mem,
-        id,
-        &inner.sst_dir,
-        &inner.opts,
-        &inner.cache,
-        &inner.counters,
-    )?;
+    let (table, size) = inner.with_reserve(|| {
+        let site = TableSite {
+            fs: &*inner.fs,
+            sst_dir: &inner.sst_dir,
+            opts: &inner.opts,
+            cache: &inner.cache,
+            counters: &inner.counters,
+        };
+        build_table(&site, mem, inner.alloc_file_id())
+    })?;
+    let id = table.id();
     {
+        // The edit lock is held across the manifest I/O; writers never take it (memtable
+        // rotation only takes the short super-version lock).
         let mut m = inner.manifest.lock();
         let sv = inner.sv.load_full();
         let mut state = m.clone();
         state.tables.push(TableRecord { level: 0, id, size });
         state.last_seq = state.last_seq.max(mem.max_seq());
+        // Rotations meanwhile only add memtables with larger ids, so this minimum holds.
         state.log_number = sv
             .imms
             .iter()
@@ -98,9 +108,26 @@ fn flush_memtable(inner: &Inner, mem: &Arc<Memtable>) -> Result<()> {
             .min()
             .unwrap_or(state.log_number);
         state.next_file_id = inner.next_file_id.load(Ordering::SeqCst);
-        // On failure the table stays as an orphan that the next open removes (or keeps,
-        // if the rename did reach the disk): deleting it here could break a durable manifest.
-        manifest::write(&inner.dir, &state)?;
+        let written = inner.with_reserve(|| {
+            manifest::write(&*inner.fs, &inner.dir, &state).map_err(|f| {
+                if !f.maybe_renamed {
+                    return f.error;
+                }
+                // The new manifest may be the durable one: the table must stay.
+                Error::Poisoned {
+                    reason: format!("manifest edit failed after its rename: {}", f.error),
+                }
+            })
+        });
+        if let Err(e) = written {
+            if let Error::Poisoned { reason } = &e {
+                inner.poison(reason.clone());
+            } else {
+                drop(table);
+                let _ = inner.fs.remove_file(&table_path(&inner.sst_dir, id));
+            }
+            return Err(e);
+        }
         *m = state;
         inner.install(|cur| {
             let mut version = (*cur.version).clone();
@@ -119,20 +146,25 @@ fn flush_memtable(inner: &Inner, mem: &Arc<Memtable>) -> Result<()> {
         });
     }
     let seg = wal::segment_path(&inner.wal_dir, mem.id());
-    if let Err(e) = fs::remove_file(&seg) {
-        tracing::warn!(path = %seg.display(), error = %e, "could not delete flushed WAL segment");
+    match inner.fs.remove_file(&seg) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %seg.display(), error = %e, "could not delete flushed WAL segment")
+        }
     }
     inc(&inner.counters.flushes);
     if let Some(l) = &inner.opts.listener {
         l.on_flush(start.elapsed(), size);
     }
+    inner.ensure_reserve();
     inner.wake_compaction();
     Ok(())
 }
 
 /// The flush worker: flushes frozen memtables oldest first, retrying failures.
 pub(super) fn run_worker(inner: &Inner) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(10);
     loop {
         let mem = {
             let mut w = inner.workers.lock();
@@ -154,11 +186,16 @@ pub(super) fn run_worker(inner: &Inner) {
         let result = flush_memtable(inner, &mem);
         let mut w = inner.workers.lock();
         match result {
-            Ok(()) => backoff = Duration::from_millis(50),
+            Ok(()) => backoff = Duration::from_millis(10),
             Err(e) => {
                 inc(&inner.counters.flush_errors);
                 let e = inner.note_error(e);
-                tracing::error!(error = %e, memtable = mem.id(), "flush failed; will retry");
+                *inner.last_flush_error.lock() = Some((e.to_string(), e.is_no_space()));
+                if e.is_no_space() {
+                    tracing::warn!(error = %e, memtable = mem.id(), "flush waits for disk space; will retry");
+                } else {
+                    tracing::error!(error = %e, memtable = mem.id(), "flush failed; will retry");
+                }
                 inner.flush_done_cv.notify_all();
                 if !w.shutdown {
                     inner.work_cv.wait_for(&mut w, backoff);
@@ -180,10 +217,18 @@ pub(super) fn flush_all(inner: &Inner) -> Result<()> {
             return Err(Error::Closed);
         }
         if get(&inner.counters.flush_errors) >= errors_at_start + FLUSH_WAIT_ERRORS {
-            return Err(Error::io(
-                "flush",
-                std::io::Error::other("background flush keeps failing; see the logs"),
-            ));
+            let last = inner.last_flush_error.lock().clone();
+            return Err(match last {
+                Some((msg, true)) => inner.no_space(format!("flush: {msg}")),
+                Some((msg, false)) => Error::io(
+                    "flush",
+                    std::io::Error::other(format!("background flush keeps failing: {msg}")),
+                ),
+                None => Error::io(
+                    "flush",
+                    std::io::Error::other("background flush keeps failing; see the logs"),
+                ),
+            });
         }
         Ok(())
     };
@@ -218,137 +263,4 @@ pub(super) fn flush_all(inner: &Inner) -> Result<()> {
             .flush_done_cv
             .wait_for(&mut w, Duration::from_millis(200));
     }
-}
-
-/// What `recover` rebuilt.
-pub(super) struct Recovered {
-    pub state: ManifestState,
-    pub version: Version,
-    pub last_seq: u64,
-    pub next_file_id: u64,
-}
-
-fn has_files_with_suffix(dir: &Path, suffix: &str) -> Result<bool> {
-    for e in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
-        let e = e.ctx(|| format!("list {}", dir.display()))?;
-        if e.file_name().to_string_lossy().ends_with(suffix) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Reads the manifest, opens the tables, removes orphans, and replays the WAL segments
-/// that are not yet in tables, flushing each to level 0 so memory stays bounded.
-pub(super) fn recover(
-    dir: &Path,
-    wal_dir: &Path,
-    sst_dir: &Path,
-    opts: &Options,
-    cache: &Arc<BlockCache>,
-    counters: &Arc<Counters>,
-) -> Result<Recovered> {
-    let mut state = match manifest::read(dir)? {
-        Some(s) => s,
-        None => {
-            if has_files_with_suffix(wal_dir, ".wal")? || has_files_with_suffix(sst_dir, ".sst")? {
-                return Err(Error::corruption(
-                    dir.join(manifest::MANIFEST),
-                    0,
-                    "MANIFEST is missing but WAL or table files exist",
-                ));
-            }
-            let s = ManifestState {
-                next_file_id: 1,
-                ..ManifestState::default()
-            };
-            manifest::write(dir, &s)?;
-            s
-        }
-    };
-    let mut version = Version::empty();
-    let mut live = HashSet::new();
-    for rec in &state.tables {
-        let path = table_path(sst_dir, rec.id);
-        let level = usize::from(rec.level);
-        if level >= NUM_LEVELS {
-            return Err(Error::corruption(
-                dir.join(manifest::MANIFEST),
-                0,
-                format!("table {} on level {level}", rec.id),
-            ));
-        }
-        let size = fs::metadata(&path)
-            .ctx(|| format!("table {} listed in the manifest", path.display()))?
-            .len();
-        if size != rec.size {
-            return Err(Error::corruption(
-                &path,
-                size,
-                format!("table is {size} bytes, the manifest says {}", rec.size),
-            ));
-        }
-        let table = Table::open(&path, rec.id, cache.clone(), counters.clone())?;
-        version.levels[level].push(Arc::new(table));
-        live.insert(rec.id);
-    }
-    version.sort();
-    let mut max_id = state.next_file_id.saturating_sub(1);
-    for e in fs::read_dir(sst_dir).ctx(|| format!("list {}", sst_dir.display()))? {
-        let e = e.ctx(|| format!("list {}", sst_dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let id = name
-            .strip_suffix(".sst")
-            .and_then(|s| s.parse::<u64>().ok());
-        if id.is_some_and(|id| live.contains(&id)) {
-            continue;
-        }
-        // A table a crash left out of the manifest holds nothing the WAL does not.
-        tracing::info!(file = %name, "removing orphaned table file");
-        fs::remove_file(e.path()).ctx(|| format!("remove orphan {}", e.path().display()))?;
-        max_id = max_id.max(id.unwrap_or(0));
-    }
-    let _ = fs::remove_file(dir.join("MANIFEST.tmp"));
-    let segments = wal::list_segments(wal_dir)?;
-    max_id = max_id.max(segments.last().copied().unwrap_or(0));
-    max_id = max_id.max(state.tables.iter().map(|t| t.id).max().unwrap_or(0));
-    let mut next_id = max_id + 1;
-    let mut last_seq = state.last_seq;
-    for (i, &seg) in segments.iter().enumerate() {
-        let path = wal::segment_path(wal_dir, seg);
-        if seg < state.log_number {
-            fs::remove_file(&path).ctx(|| format!("remove flushed WAL {}", path.display()))?;
-            continue;
-        }
-        let mem = Memtable::new(seg);
-        let replay = wal::replay(&path, i + 1 == segments.len(), last_seq, |first, ops| {
-            for (j, op) in ops.iter().enumerate() {
-                mem.insert(op.key, first + j as u64, op.value);
-            }
-        })?;
-        if let Some(at) = replay.truncated_at {
-            tracing::warn!(path = %path.display(), offset = at, "truncated a torn WAL tail");
-        }
-        last_seq = last_seq.max(replay.max_seq);
-        if !mem.is_empty() {
-            let id = next_id;
-            next_id += 1;
-            let (table, size) = build_table(&mem, id, sst_dir, opts, cache, counters)?;
-            version.levels[0].push(table);
-            state.tables.push(TableRecord { level: 0, id, size });
-        }
-        state.log_number = seg + 1;
-        state.last_seq = last_seq;
-        state.next_file_id = next_id;
-        manifest::write(dir, &state)?;
-        fs::remove_file(&path).ctx(|| format!("remove replayed WAL {}", path.display()))?;
-    }
-    version.sort();
-    state.next_file_id = next_id;
-    Ok(Recovered {
-        state,
-        version,
-        last_seq,
-        next_file_id: next_id,
-    })
 }

@@ -4,18 +4,17 @@
 //! over `MANIFEST`, fsync the directory. Layout: magic (8), payload length (u32),
 //! CRC32 of the payload (u32), payload.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
 use super::coding::{get_u32, get_u64};
 use super::error::{fsync_ctx, Error, IoContext, Result};
-use super::fault::fail_sync;
+use super::storage::{read_all, write_all_at, Storage};
 
 const MAGIC: &[u8; 8] = b"MDBMANI1";
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "MANIFEST";
-const MANIFEST_TMP: &str = "MANIFEST.tmp";
+/// The temporary name a new manifest is written under before the rename.
+pub(crate) const MANIFEST_TMP: &str = "MANIFEST.tmp";
 
 /// One live table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,15 +76,34 @@ impl ManifestState {
 }
 
 /// Fsyncs a directory so renames and creations in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = File::open(dir).ctx(|| format!("open directory {}", dir.display()))?;
-    fsync_ctx(fail_sync("dir-sync").and_then(|()| d.sync_all()), || {
-        format!("directory {}", dir.display())
-    })
+pub(crate) fn sync_dir(fs: &dyn Storage, dir: &Path) -> Result<()> {
+    fsync_ctx(fs.sync_dir(dir), || format!("directory {}", dir.display()))
+}
+
+/// Why a manifest edit failed, and whether the new manifest may already be in place.
+pub(crate) struct WriteFailure {
+    pub error: Error,
+    /// False when the failure came before the rename: the old manifest is certainly the
+    /// live one, so files only the new one would name can be deleted.
+    pub maybe_renamed: bool,
+}
+
+impl From<WriteFailure> for Error {
+    fn from(f: WriteFailure) -> Error {
+        f.error
+    }
 }
 
 /// Atomically replaces the manifest in `dir` with `state`.
-pub(crate) fn write(dir: &Path, state: &ManifestState) -> Result<()> {
+pub(crate) fn write(
+    fs: &dyn Storage,
+    dir: &Path,
+    state: &ManifestState,
+) -> std::result::Result<(), WriteFailure> {
+    let before = |error| WriteFailure {
+        error,
+        maybe_renamed: false,
+    };
     let payload = state.encode();
     let mut buf = Vec::with_capacity(16 + payload.len());
     buf.extend_from_slice(MAGIC);
@@ -93,49 +111,87 @@ pub(crate) fn write(dir: &Path, state: &ManifestState) -> Result<()> {
     buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     buf.extend_from_slice(&payload);
     let tmp = dir.join(MANIFEST_TMP);
-    let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(&buf)
-        .ctx(|| format!("write {}", tmp.display()))?;
-    fsync_ctx(
-        fail_sync("manifest-sync").and_then(|()| f.sync_all()),
-        || format!("manifest {}", tmp.display()),
-    )?;
-    fs::rename(&tmp, dir.join(MANIFEST)).ctx(|| format!("rename {}", tmp.display()))?;
-    sync_dir(dir)
+    match fs.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(before(Error::io(format!("remove {}", tmp.display()), e))),
+    }
+    let written = (|| {
+        let f = fs
+            .create_new(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        write_all_at(&*f, &buf, 0).ctx(|| format!("write {}", tmp.display()))?;
+        fsync_ctx(f.sync_data(), || format!("manifest {}", tmp.display()))
+    })();
+    if let Err(e) = written {
+        // Best effort: a full disk should get its bytes back.
+        let _ = fs.remove_file(&tmp);
+        return Err(before(e));
+    }
+    fs.rename(&tmp, &dir.join(MANIFEST))
+        .ctx(|| format!("rename {}", tmp.display()))
+        .map_err(before)?;
+    sync_dir(fs, dir).map_err(|error| WriteFailure {
+        error,
+        maybe_renamed: true,
+    })
 }
 
 /// Reads the manifest; `Ok(None)` when there is none.
-pub(crate) fn read(dir: &Path) -> Result<Option<ManifestState>> {
+pub(crate) fn read(fs: &dyn Storage, dir: &Path) -> Result<Option<ManifestState>> {
     let path = dir.join(MANIFEST);
-    let buf = match fs::read(&path) {
+    let buf = match fs.open(&path, false).and_then(|f| read_all(&*f)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
+    decode_file(&path, &buf).map(Some)
+}
+
+/// Checks and decodes a whole manifest file's bytes.
+pub(crate) fn decode_file(path: &Path, buf: &[u8]) -> Result<ManifestState> {
     if buf.len() < 16 || &buf[..8] != MAGIC {
-        return Err(Error::corruption(&path, 0, "bad manifest header"));
+        return Err(Error::corruption(path, 0, "bad manifest header"));
     }
-    let len = get_u32(&buf, 8).unwrap_or(0) as usize;
-    let crc = get_u32(&buf, 12).unwrap_or(0);
+    let len = get_u32(buf, 8).unwrap_or(0) as usize;
+    let crc = get_u32(buf, 12).unwrap_or(0);
     let payload = &buf[16..];
     if payload.len() != len {
-        return Err(Error::corruption(&path, 8, "manifest length mismatch"));
+        return Err(Error::corruption(path, 8, "manifest length mismatch"));
     }
     if crc32fast::hash(payload) != crc {
-        return Err(Error::corruption(&path, 16, "manifest checksum mismatch"));
+        return Err(Error::corruption(path, 16, "manifest checksum mismatch"));
     }
-    ManifestState::decode(payload)
-        .map(Some)
-        .ok_or_else(|| Error::corruption(&path, 16, "malformed manifest"))
+    ManifestState::decode(payload).ok_or_else(|| Error::corruption(path, 16, "malformed manifest"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            with_header in any::<bool>(),
+        ) {
+            let mut buf = Vec::new();
+            if with_header {
+                buf.extend_from_slice(MAGIC);
+                buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            }
+            buf.extend_from_slice(&body);
+            let _ = decode_file(Path::new("MANIFEST"), &buf);
+        }
+    }
 
     #[test]
     fn round_trip_and_detect_flips() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = crate::engine::storage::SimFs::new();
+        let dir = Path::new("/db");
+        fs.create_dir(dir).expect("mkdir");
         let state = ManifestState {
             next_file_id: 9,
             last_seq: 77,
@@ -146,15 +202,15 @@ mod tests {
                 size: 4096,
             }],
         };
-        write(dir.path(), &state).expect("write");
-        assert_eq!(read(dir.path()).expect("read"), Some(state));
-        let path = dir.path().join(MANIFEST);
-        let good = fs::read(&path).expect("read bytes");
+        assert!(write(&fs, dir, &state).is_ok());
+        assert_eq!(read(&fs, dir).expect("read"), Some(state));
+        let path = dir.join(MANIFEST);
+        let good = fs.read_file(&path).expect("read bytes");
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x01;
-            fs::write(&path, &bad).expect("write bytes");
-            assert!(read(dir.path()).is_err(), "flip at {i} not detected");
+            fs.write_file(&path, &bad).expect("write bytes");
+            assert!(read(&fs, dir).is_err(), "flip at {i} not detected");
         }
     }
 }

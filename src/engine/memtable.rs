@@ -74,6 +74,19 @@ impl Memtable {
         self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
     }
 
+    /// Takes out one version (a write whose WAL record never reached the disk).
+    pub fn remove(&self, key: &[u8], seq: u64) {
+        let k = MemKey {
+            key: Bytes::copy_from_slice(key),
+            seq,
+        };
+        if let Some(e) = self.map.remove(&k) {
+            let size = key.len() + e.value().as_ref().map_or(0, Bytes::len) + ENTRY_OVERHEAD;
+            self.bytes.fetch_sub(size, AtomicOrdering::Relaxed);
+            self.entries.fetch_sub(1, AtomicOrdering::Relaxed);
+        }
+    }
+
     /// The newest version of `probe.key` at or below `probe.seq`: `Some(None)` is a
     /// tombstone. One probe serves every memtable a read checks.
     pub fn get(&self, probe: &MemKey) -> Option<Option<Bytes>> {

@@ -11,45 +11,54 @@
 
 mod batch;
 mod cache;
+mod checkpoint;
 mod coding;
 mod compaction;
 mod error;
-mod fault;
 mod flush;
+#[doc(hidden)]
+pub mod fuzzing;
 mod iter;
 mod manifest;
 mod memtable;
 mod options;
+mod recovery;
+mod reserve;
 mod snapshot;
 mod sstable;
 mod stats;
+pub mod storage;
+mod verify;
 mod version;
 mod wal;
+mod worker;
 mod write;
 
-use std::fs::{self, File};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 pub use batch::{WriteBatch, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use checkpoint::CheckpointInfo;
 pub use error::{BusyReason, Error, Result};
 pub use iter::Scan;
 pub use options::{Compression, EventListener, MemoryBudget, Options, SyncPolicy};
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, Stats};
+pub use verify::{verify_dir, VerifyReport};
 
 use cache::BlockCache;
-use error::IoContext;
 use manifest::ManifestState;
 use memtable::Memtable;
 use stats::Counters;
+use storage::{Storage, StorageLock};
 use version::{SuperVersion, NUM_LEVELS};
 use wal::WalWriter;
 
@@ -58,14 +67,45 @@ fn table_path(sst_dir: &Path, id: u64) -> PathBuf {
     sst_dir.join(format!("{id:020}.sst"))
 }
 
+/// The id a table file name stands for, if it is one of ours (`{id:020}.sst`).
+fn parse_table_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".sst")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 /// The WAL writer and the memtable it feeds; guarded by one lock so seqnos, WAL order
 /// and memtable order agree.
 struct WalState {
-    wal: WalWriter,
+    /// The active segment; `None` only when it could not be created for lack of space
+    /// (at open): writes then try again and get `NoSpace` until it exists.
+    wal: Option<WalWriter>,
     mem: Arc<Memtable>,
     last_seq: u64,
     /// Total bytes framed into the WAL since open (a log position across segments).
     lsn: u64,
+    /// The position up to which records were handed to the OS.
+    flushed_lsn: u64,
+}
+
+/// Group commit coordination, under `Inner::syncing`.
+#[derive(Default)]
+struct SyncState {
+    /// True while one writer (the sync leader) runs WAL writes and fsyncs for everyone.
+    leader: bool,
+    /// Records that a full disk kept out of the WAL: their writers still have to learn it.
+    discard: Option<Discard>,
+}
+
+/// A range of log positions whose records were dropped (never written, removed from the
+/// memtable) because the disk was full.
+struct Discard {
+    /// Records at positions in `(lo, hi]` were dropped.
+    lo: u64,
+    hi: u64,
+    /// Writers of those records that have not been told yet.
+    pending: usize,
 }
 
 /// Flags the background workers wait on.
@@ -82,6 +122,7 @@ struct WorkerState {
 
 /// State shared by the engine handle and its worker threads.
 struct Inner {
+    fs: Arc<dyn Storage>,
     dir: PathBuf,
     wal_dir: PathBuf,
     sst_dir: PathBuf,
@@ -89,16 +130,28 @@ struct Inner {
     counters: Arc<Counters>,
     cache: Arc<BlockCache>,
     sv: ArcSwap<SuperVersion>,
+    /// Serializes super-version installs (short, no I/O); writers rotating memtables take it.
+    sv_lock: Mutex<()>,
     /// Highest seqno readers may see.
     visible_seq: AtomicU64,
     next_file_id: AtomicU64,
     wal: Mutex<WalState>,
-    /// True while one writer (the sync leader) runs WAL fsyncs for everyone waiting.
-    syncing: Mutex<bool>,
+    /// Group commit: the sync leader and dropped records.
+    syncing: Mutex<SyncState>,
     /// Signalled after each WAL fsync and when the leader steps down.
     sync_cv: Condvar,
     synced_lsn: AtomicU64,
-    /// The durable manifest state; its lock serializes every version edit.
+    /// True while writers of dropped records have not all been told (see `Discard`):
+    /// new writes are refused meanwhile.
+    discard_pending: AtomicBool,
+    /// Until this many milliseconds after `started`, writes are refused with `NoSpace`
+    /// without touching the disk (a short backoff after the disk was found full).
+    no_space_until_ms: AtomicU64,
+    started: Instant,
+    /// Bytes held by the `RESERVE` file (0: released or never taken).
+    reserve_held: AtomicU64,
+    /// The durable manifest state; its lock serializes every version edit (flush,
+    /// compaction, checkpoint) including the manifest I/O. Writers never take it.
     manifest: Mutex<ManifestState>,
     /// Held for the duration of one compaction.
     compaction_lock: Mutex<()>,
@@ -109,9 +162,11 @@ struct Inner {
     flush_done_cv: Condvar,
     poisoned: AtomicBool,
     poison_reason: Mutex<Option<String>>,
+    /// The last background flush failure and whether it was a full disk.
+    last_flush_error: Mutex<Option<(String, bool)>>,
     closed: AtomicBool,
     /// Held to keep the directory lock.
-    _lock_file: File,
+    _lock: Box<dyn StorageLock>,
 }
 
 /// An open engine. `Send + Sync`: share it through `Arc`.
@@ -122,23 +177,23 @@ pub struct Engine {
 
 impl Engine {
     /// Opens (or creates) the engine in `dir`, replaying the WAL.
+    ///
+    /// On a full disk the open still succeeds: WAL segments that cannot be flushed stay in
+    /// memory, reads are served and writes get [`Error::NoSpace`] until there is room.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Engine> {
         opts.validate().map_err(Error::InvalidArgument)?;
-        let inner = Arc::new(Inner::open(dir.as_ref(), opts)?);
+        let inner = Arc::new(recovery::open(dir.as_ref(), opts)?);
         let mut threads = Vec::new();
-        let spawn = |name: &str, f: fn(&Inner)| -> Result<JoinHandle<()>> {
-            let inner = inner.clone();
-            std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(move || f(&inner))
-                .ctx(|| format!("spawn {name} thread"))
-        };
-        threads.push(spawn("minidb-flush", flush::run_worker)?);
+        threads.push(worker::spawn(&inner, "minidb-flush", flush::run_worker)?);
         if inner.opts.background_compaction {
-            threads.push(spawn("minidb-compact", compaction::run_worker)?);
+            threads.push(worker::spawn(
+                &inner,
+                "minidb-compact",
+                compaction::run_worker,
+            )?);
         }
         if let SyncPolicy::Interval(_) = inner.opts.sync {
-            threads.push(spawn("minidb-wal-sync", write::run_syncer)?);
+            threads.push(worker::spawn(&inner, "minidb-wal-sync", write::run_syncer)?);
         }
         inner.wake_compaction();
         Ok(Engine {
@@ -239,14 +294,17 @@ impl Engine {
         let sv = self.inner.sv.load_full();
         let mut n = 0;
         for t in sv.version.levels.iter().flatten() {
-            let mut it = sstable::TableIter::new(t.clone(), false);
-            iter::Source::seek(&mut it, &[])?;
-            while iter::Source::current(&it).is_some() {
-                n += 1;
-                iter::Source::advance(&mut it)?;
-            }
+            n += verify::check_table(t)?;
         }
         Ok(n)
+    }
+
+    /// Writes a consistent, openable copy of the database to `dir` (which must not exist,
+    /// or be empty) at one sequence number, while writes go on: hard links for the
+    /// immutable tables (copies where links are impossible), the manifest, and the WAL
+    /// records up to that sequence number. See the README's engine section.
+    pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<CheckpointInfo> {
+        checkpoint::run(&self.inner, dir.as_ref())
     }
 
     /// Drains queued flushes, fsyncs the WAL, stops the workers. Further calls get `Closed`.
@@ -274,11 +332,13 @@ impl Engine {
             self.inner.flush_done_cv.notify_all();
         }
         for t in self.threads.lock().drain(..) {
-            let _ = t.join();
+            worker::join(&self.inner, t);
         }
-        if first && !drain {
+        if first && !drain && !self.is_poisoned() {
             // Best effort: hand buffered WAL bytes to the OS, as a crashed process would not.
-            let _ = self.inner.wal.lock().wal.flush_buf();
+            if let Some(w) = self.inner.wal.lock().wal.as_mut() {
+                let _ = w.flush_buf();
+            }
         }
         if result.is_ok() && drain && !self.inner.sv.load().imms.is_empty() {
             if let Some(reason) = self.inner.poison_reason.lock().clone() {
@@ -310,76 +370,6 @@ impl Drop for FlushPause {
 }
 
 impl Inner {
-    fn open(dir: &Path, opts: Options) -> Result<Inner> {
-        let wal_dir = dir.join("wal");
-        let sst_dir = dir.join("sst");
-        for d in [dir, &wal_dir, &sst_dir] {
-            fs::create_dir_all(d).ctx(|| format!("create directory {}", d.display()))?;
-        }
-        let lock_path = dir.join("LOCK");
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx(|| format!("open lock file {}", lock_path.display()))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("lock {}", lock_path.display()), e))
-            }
-        }
-        let counters = Arc::new(Counters::default());
-        let cache = Arc::new(BlockCache::new(opts.block_cache_bytes));
-        let recovered = flush::recover(dir, &wal_dir, &sst_dir, &opts, &cache, &counters)?;
-        let wal = WalWriter::create(&wal_dir, recovered.next_file_id)?;
-        let mem = Arc::new(Memtable::new(wal.id()));
-        let sv = SuperVersion {
-            mem: mem.clone(),
-            imms: Vec::new(),
-            version: Arc::new(recovered.version),
-        };
-        let mut state = recovered.state;
-        state.next_file_id = wal.id() + 1;
-        state.log_number = wal.id();
-        manifest::write(dir, &state)?;
-        let last_seq = recovered.last_seq;
-        Ok(Inner {
-            dir: dir.to_path_buf(),
-            wal_dir,
-            sst_dir,
-            counters,
-            cache,
-            sv: ArcSwap::from_pointee(sv),
-            visible_seq: AtomicU64::new(last_seq),
-            next_file_id: AtomicU64::new(state.next_file_id),
-            wal: Mutex::new(WalState {
-                wal,
-                mem,
-                last_seq,
-                lsn: 0,
-            }),
-            syncing: Mutex::new(false),
-            sync_cv: Condvar::new(),
-            synced_lsn: AtomicU64::new(0),
-            manifest: Mutex::new(state),
-            compaction_lock: Mutex::new(()),
-            workers: Mutex::new(WorkerState::default()),
-            work_cv: Condvar::new(),
-            flush_done_cv: Condvar::new(),
-            poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(None),
-            closed: AtomicBool::new(false),
-            opts,
-            _lock_file: lock_file,
-        })
-    }
-
     fn alloc_file_id(&self) -> u64 {
         self.next_file_id.fetch_add(1, Ordering::SeqCst)
     }
@@ -408,6 +398,9 @@ impl Inner {
         if let Error::Fsync { .. } = &e {
             self.poison(e.to_string());
         }
+        if let Error::NoSpace { .. } = &e {
+            self.note_no_space();
+        }
         if e.is_corruption() {
             stats::inc(&self.counters.corruption_errors);
         }
@@ -428,10 +421,32 @@ impl Inner {
         Snapshot::new(sv, seq)
     }
 
-    /// Installs a new super-version built from the current one. Callers hold `manifest`.
+    /// Installs a new super-version built from the current one.
     fn install(&self, f: impl FnOnce(&SuperVersion) -> SuperVersion) {
+        let _g = self.sv_lock.lock();
         let cur = self.sv.load_full();
         self.sv.store(Arc::new(f(&cur)));
+    }
+
+    /// Milliseconds since the engine opened.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The disk was found full: refuse writes without touching it for a short while.
+    fn note_no_space(&self) {
+        stats::inc(&self.counters.no_space_errors);
+        let until =
+            self.now_ms() + u64::try_from(self.opts.busy_retry_after.as_millis()).unwrap_or(100);
+        self.no_space_until_ms.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// The `NoSpace` error writes get while the disk is known to be full.
+    fn no_space(&self, context: impl Into<String>) -> Error {
+        Error::NoSpace {
+            context: context.into(),
+            retry_after: error::NO_SPACE_RETRY_AFTER,
+        }
     }
 
     fn stats(&self) -> Stats {
@@ -443,11 +458,15 @@ impl Inner {
                 bytes: sv.version.level_bytes(l),
             })
             .collect();
-        let wal_disk_bytes = wal::list_segments(&self.wal_dir)
+        let wal_disk_bytes = wal::list_segments(&*self.fs, &self.wal_dir)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|id| fs::metadata(wal::segment_path(&self.wal_dir, id)).ok())
-            .map(|m| m.len())
+            .filter_map(|id| {
+                self.fs
+                    .open(&wal::segment_path(&self.wal_dir, id), false)
+                    .and_then(|f| f.size())
+                    .ok()
+            })
             .sum();
         Stats {
             puts: stats::get(&c.puts),
@@ -465,6 +484,8 @@ impl Inner {
             busy_flush_queue: stats::get(&c.busy_flush_queue),
             busy_level0: stats::get(&c.busy_level0),
             busy_memory: stats::get(&c.busy_memory),
+            no_space_errors: stats::get(&c.no_space_errors),
+            reserve_bytes: self.reserve_held(),
             wal_bytes: stats::get(&c.wal_bytes),
             wal_syncs: stats::get(&c.wal_syncs),
             written_bytes: stats::get(&c.written_bytes),

@@ -4,20 +4,25 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::storage::{StdFs, Storage};
+
 /// When the WAL is fsynced relative to acknowledging a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SyncPolicy {
     /// fsync before acknowledging; concurrent writers share one fsync (group commit).
     /// A write is visible to readers only once it is durable. The default.
     Always,
     /// A background thread fsyncs at this interval; a crash may lose that window.
     Interval(Duration),
-    /// Never fsync the WAL on the write path (the OS decides); a crash may lose writes.
+    /// Hand every batch to the OS (`write(2)`) before acknowledging, never fsync on the
+    /// write path: a killed process loses nothing, a power cut may lose recent writes.
     None,
 }
 
 /// Block compression for SSTables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Compression {
     /// Blocks are stored as they are.
     None,
@@ -39,10 +44,16 @@ pub trait EventListener: Send + Sync {
     fn on_flush(&self, _duration: Duration, _bytes: u64) {}
     /// A compaction finished, writing `bytes`.
     fn on_compaction(&self, _duration: Duration, _bytes: u64) {}
+    /// WAL replay at open: `replayed` of `total` WAL bytes done. Called once with
+    /// `replayed == 0` before the first segment (also when there is nothing to replay),
+    /// after each segment, and last with `replayed == total`.
+    fn on_recovery_progress(&self, _replayed: u64, _total: u64) {}
 }
 
-/// Options for [`crate::engine::Engine::open`].
+/// Options for [`crate::engine::Engine::open`]. Start from `Options::default()` and set
+/// fields (the struct may grow).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Freeze the memtable at this many records. Default 10,000 (MiniDBGo's FLUSH_SIZE).
     pub flush_size: usize,
@@ -78,6 +89,12 @@ pub struct Options {
     pub memory_budget: Option<Arc<dyn MemoryBudget>>,
     /// Background event callbacks. Default `None`.
     pub listener: Option<Arc<dyn EventListener>>,
+    /// Where every file operation goes. Default [`StdFs`], the real file system; tests use
+    /// [`crate::engine::storage::SimFs`].
+    pub storage: Arc<dyn Storage>,
+    /// Bytes kept in a preallocated `RESERVE` file and released when the disk fills, so a
+    /// flush and a manifest edit can still finish. 0 disables it. Default 16 MiB.
+    pub reserve_bytes: u64,
 }
 
 impl Default for Options {
@@ -100,6 +117,8 @@ impl Default for Options {
             busy_retry_after: Duration::from_millis(100),
             memory_budget: None,
             listener: None,
+            storage: Arc::new(StdFs),
+            reserve_bytes: 16 << 20,
         }
     }
 }
@@ -123,6 +142,8 @@ impl fmt::Debug for Options {
             .field("background_compaction", &self.background_compaction)
             .field("memory_budget", &self.memory_budget.is_some())
             .field("listener", &self.listener.is_some())
+            .field("storage", &self.storage)
+            .field("reserve_bytes", &self.reserve_bytes)
             .finish()
     }
 }

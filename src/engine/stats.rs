@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub block_cache_misses: AtomicU64,
     pub bloom_skips: AtomicU64,
     pub corruption_errors: AtomicU64,
+    pub no_space_errors: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -43,6 +44,7 @@ pub(crate) fn get(c: &AtomicU64) -> u64 {
 
 /// Files and bytes on one level.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LevelStats {
     /// SSTables on the level.
     pub files: u64,
@@ -55,6 +57,7 @@ pub struct LevelStats {
 /// Keeps MiniDBGo's names (`puts`, `gets`, `deletes`, `flushes`, `compacts`,
 /// `memtable_entries`, `memtable_bytes`, `immutable_count`, and per-level files/bytes).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Put operations applied (batch puts included).
     pub puts: u64,
@@ -86,6 +89,11 @@ pub struct Stats {
     pub busy_level0: u64,
     /// Writes refused by the memory budget hook.
     pub busy_memory: u64,
+    /// Times the disk was found full (writes refused with `NoSpace`, flushes, compactions
+    /// or manifest edits that could not finish).
+    pub no_space_errors: u64,
+    /// Bytes held in the `RESERVE` file now (0 once released on a full disk) (gauge).
+    pub reserve_bytes: u64,
     /// Bytes appended to the WAL.
     pub wal_bytes: u64,
     /// WAL fsyncs.
@@ -140,6 +148,8 @@ impl Stats {
             ("busy_flush_queue", self.busy_flush_queue),
             ("busy_level0", self.busy_level0),
             ("busy_memory", self.busy_memory),
+            ("no_space_errors", self.no_space_errors),
+            ("reserve_bytes", self.reserve_bytes),
             ("write_stalls", self.busy_total()),
             ("wal_bytes", self.wal_bytes),
             ("wal_syncs", self.wal_syncs),

@@ -5,16 +5,15 @@
 //! record: if no valid record follows it in the last segment, it is a torn tail and is
 //! truncated; otherwise it is corruption, reported with the file and offset.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::batch::{decode_payload, Op, BATCH_HEADER, MAX_BATCH_BYTES};
 use super::coding::{get_u32, get_u64};
 use super::error::{fsync_ctx, Error, IoContext, Result};
-use super::fault::fail_sync;
 use super::manifest::sync_dir;
+use super::storage::{write_all_at, EntryKind, Storage, StorageFile};
 
 const MAGIC: &[u8; 8] = b"MDBWAL01";
 const RECORD_HEADER: usize = 8;
@@ -24,55 +23,84 @@ pub(crate) fn segment_path(wal_dir: &Path, id: u64) -> PathBuf {
     wal_dir.join(format!("{id:020}.wal"))
 }
 
+/// The id a segment file name stands for, if it is one of ours (`{id:020}.wal`).
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 /// Segment ids in `wal_dir`, ascending; other files are ignored.
-pub(crate) fn list_segments(wal_dir: &Path) -> Result<Vec<u64>> {
-    let mut ids = Vec::new();
-    for e in fs::read_dir(wal_dir).ctx(|| format!("list {}", wal_dir.display()))? {
-        let e = e.ctx(|| format!("list {}", wal_dir.display()))?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if let Some(id) = name.strip_suffix(".wal").and_then(|s| s.parse().ok()) {
-            ids.push(id);
-        }
-    }
+pub(crate) fn list_segments(fs: &dyn Storage, wal_dir: &Path) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = fs
+        .list(wal_dir)
+        .ctx(|| format!("list {}", wal_dir.display()))?
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| parse_segment_name(&e.name))
+        .collect();
     ids.sort_unstable();
     Ok(ids)
 }
 
-/// Appends records to one segment; bytes wait in a buffer until `flush_buf`.
+/// Appends records to one segment. Records wait in a buffer until `flush_buf` hands them
+/// to the OS; `offset` is where the next write goes.
 pub(crate) struct WalWriter {
-    id: u64,
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
+    offset: u64,
     buf: Vec<u8>,
+    /// Records in `buf` (one per `write` call).
+    buf_records: usize,
 }
 
 impl WalWriter {
-    /// Creates segment `id`, writes its header, and makes it durable.
-    pub fn create(wal_dir: &Path, id: u64) -> Result<Self> {
+    /// Creates segment `id`, writes its header, and makes it and its name durable. A
+    /// failure leaves no segment behind (best effort; recovery ignores a headerless one).
+    pub fn create(fs: &dyn Storage, wal_dir: &Path, id: u64) -> Result<Self> {
         let path = segment_path(wal_dir, id);
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .ctx(|| format!("create WAL segment {}", path.display()))?;
-        file.write_all(MAGIC)
-            .ctx(|| format!("write WAL header {}", path.display()))?;
-        fsync_ctx(fail_sync("wal-sync").and_then(|()| file.sync_all()), || {
-            format!("WAL segment {}", path.display())
-        })?;
-        sync_dir(wal_dir)?;
-        Ok(WalWriter {
-            id,
-            path,
-            file: Arc::new(file),
-            buf: Vec::with_capacity(64 << 10),
-        })
-    }
-
-    /// The segment id (also its memtable's id).
-    pub fn id(&self) -> u64 {
-        self.id
+        let made = (|| -> Result<Arc<dyn StorageFile>> {
+            let file: Arc<dyn StorageFile> = match fs.create_new(&path) {
+                Ok(f) => Arc::from(f),
+                // Left by an earlier failed attempt of this process: the id is ours.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let f: Arc<dyn StorageFile> = Arc::from(
+                        fs.open(&path, true)
+                            .ctx(|| format!("open WAL segment {}", path.display()))?,
+                    );
+                    f.set_len(0)
+                        .ctx(|| format!("truncate WAL segment {}", path.display()))?;
+                    f
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("create WAL segment {}", path.display()),
+                        e,
+                    ))
+                }
+            };
+            write_all_at(&*file, MAGIC, 0)
+                .ctx(|| format!("write WAL header {}", path.display()))?;
+            fsync_ctx(file.sync_data(), || {
+                format!("WAL segment {}", path.display())
+            })?;
+            sync_dir(fs, wal_dir)?;
+            Ok(file)
+        })();
+        match made {
+            Ok(file) => Ok(WalWriter {
+                path,
+                file,
+                offset: MAGIC.len() as u64,
+                buf: Vec::with_capacity(64 << 10),
+                buf_records: 0,
+            }),
+            Err(e) => {
+                let _ = fs.remove_file(&path);
+                Err(e)
+            }
+        }
     }
 
     /// Frames `payload` into the buffer; returns the framed size.
@@ -84,30 +112,48 @@ impl WalWriter {
         self.buf.extend_from_slice(&h.finalize().to_le_bytes());
         self.buf.extend_from_slice(&len);
         self.buf.extend_from_slice(payload);
+        self.buf_records += 1;
         RECORD_HEADER + payload.len()
     }
 
-    /// Bytes waiting in the buffer.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
+    /// Records waiting in the buffer.
+    pub fn buffered_records(&self) -> usize {
+        self.buf_records
     }
 
-    /// Hands buffered bytes to the OS.
-    pub fn flush_buf(&mut self) -> Result<()> {
+    /// Hands buffered records to the OS. On failure the file is cut back to where the
+    /// buffer started, so no partial record stays on disk, and the buffer is kept for the
+    /// caller to discard. `Err((error, rolled_back))`: `rolled_back` false means the cut
+    /// failed too and the segment's tail is unknown.
+    pub fn flush_buf(&mut self) -> std::result::Result<(), (Error, bool)> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let path = &self.path;
-        (&*self.file)
-            .write_all(&self.buf)
-            .ctx(|| format!("write WAL segment {}", path.display()))?;
+        match write_all_at(&*self.file, &self.buf, self.offset) {
+            Ok(()) => {
+                self.offset += self.buf.len() as u64;
+                self.buf.clear();
+                self.buf_records = 0;
+                Ok(())
+            }
+            Err(e) => {
+                let rolled_back = self.file.set_len(self.offset).is_ok();
+                Err((
+                    Error::io(format!("write WAL segment {}", self.path.display()), e),
+                    rolled_back,
+                ))
+            }
+        }
+    }
 
-        self.buf.clear();
-        Ok(())
+    /// Empties the buffer, returning the framed records it held (never written).
+    pub fn discard_buf(&mut self) -> Vec<u8> {
+        self.buf_records = 0;
+        std::mem::take(&mut self.buf)
     }
 
     /// The file, for an fsync outside the WAL lock.
-    pub fn file(&self) -> Arc<File> {
+    pub fn file(&self) -> Arc<dyn StorageFile> {
         self.file.clone()
     }
 
@@ -117,12 +163,23 @@ impl WalWriter {
     }
 }
 
+/// Calls `f(first_seq, ops)` for every record of framed, never-written records (as
+/// returned by [`WalWriter::discard_buf`]).
+pub(crate) fn for_each_framed(data: &[u8], mut f: impl FnMut(u64, &[Op<'_>])) {
+    let mut pos = 0;
+    while let Some((s, e)) = record_at(data, pos) {
+        if let Some((seq, ops)) = decode_payload(&data[s..e]) {
+            f(seq, &ops);
+        }
+        pos = e;
+    }
+}
+
 /// Fsyncs a WAL file (data only: the size is covered by fdatasync).
-pub(crate) fn sync_file(file: &File, path: &Path) -> Result<()> {
-    fsync_ctx(
-        fail_sync("wal-sync").and_then(|()| file.sync_data()),
-        || format!("WAL segment {}", path.display()),
-    )
+pub(crate) fn sync_file(file: &dyn StorageFile, path: &Path) -> Result<()> {
+    fsync_ctx(file.sync_data(), || {
+        format!("WAL segment {}", path.display())
+    })
 }
 
 /// What replaying a segment found.
@@ -161,23 +218,25 @@ fn valid_record_after(data: &[u8], from: usize, base_seq: u64) -> bool {
     })
 }
 
-/// Replays segment `path`, calling `apply(first_seq, ops)` per record.
+/// Replays the bytes of segment `path`, calling `apply(first_seq, ops)` per record.
 ///
-/// `is_last` allows a torn tail to be truncated; `base_seq` is the highest seqno known
-/// to precede this segment.
+/// `is_last` allows a torn tail (reported in [`Replay::truncated_at`]; the caller cuts it
+/// off); `base_seq` is the highest seqno known to precede this segment. A segment too
+/// short to hold its header (creation cut short) holds no record, wherever it is.
 pub(crate) fn replay(
     path: &Path,
+    data: &[u8],
     is_last: bool,
     base_seq: u64,
     mut apply: impl FnMut(u64, &[Op<'_>]),
 ) -> Result<Replay> {
-    let data = fs::read(path).ctx(|| format!("read WAL segment {}", path.display()))?;
     let mut out = Replay::default();
     if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
         // A segment whose header never reached the disk holds no acknowledged write.
-        if is_last && data.len() < MAGIC.len() && MAGIC.starts_with(&data) {
-            truncate(path, 0)?;
-            out.truncated_at = Some(0);
+        if data.len() < MAGIC.len() && MAGIC.starts_with(data) {
+            if !data.is_empty() {
+                out.truncated_at = Some(0);
+            }
             return Ok(out);
         }
         return Err(Error::corruption(path, 0, "bad WAL segment header"));
@@ -185,7 +244,7 @@ pub(crate) fn replay(
     let mut pos = MAGIC.len();
     let mut last_seq = base_seq;
     while pos < data.len() {
-        let decoded = record_at(&data, pos).and_then(|(s, e)| decode_payload(&data[s..e]));
+        let decoded = record_at(data, pos).and_then(|(s, e)| decode_payload(&data[s..e]));
         match decoded {
             Some((seq, ops)) => {
                 apply(seq, &ops);
@@ -193,17 +252,16 @@ pub(crate) fn replay(
                 last_seq = last_seq.max(end_seq);
                 out.max_seq = out.max_seq.max(end_seq);
                 out.records += 1;
-                pos += RECORD_HEADER + (get_u32(&data, pos + 4).unwrap_or(0) as usize);
+                pos += RECORD_HEADER + (get_u32(data, pos + 4).unwrap_or(0) as usize);
             }
             None => {
-                if !is_last || valid_record_after(&data, pos, last_seq) {
+                if !is_last || valid_record_after(data, pos, last_seq) {
                     return Err(Error::corruption(
                         path,
                         pos as u64,
                         "WAL record checksum or format mismatch",
                     ));
                 }
-                truncate(path, pos as u64)?;
                 out.truncated_at = Some(pos as u64);
                 break;
             }
@@ -212,76 +270,134 @@ pub(crate) fn replay(
     Ok(out)
 }
 
-fn truncate(path: &Path, len: u64) -> Result<()> {
-    let f = File::options()
-        .write(true)
-        .open(path)
+/// Cuts a segment at `len` and makes that durable.
+pub(crate) fn truncate(fs: &dyn Storage, path: &Path, len: u64) -> Result<()> {
+    let f = fs
+        .open(path, true)
         .ctx(|| format!("open WAL segment {}", path.display()))?;
     f.set_len(len)
         .ctx(|| format!("truncate WAL segment {}", path.display()))?;
-    fsync_ctx(f.sync_all(), || format!("WAL segment {}", path.display()))
+    fsync_ctx(f.sync_data(), || format!("WAL segment {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::batch::WriteBatch;
+    use super::super::storage::SimFs;
     use super::*;
+    use proptest::prelude::*;
 
-    fn write_segment(dir: &Path, n: u64) -> PathBuf {
-        let mut w = WalWriter::create(dir, 1).expect("create");
+    fn write_segment(fs: &SimFs, n: u64) -> PathBuf {
+        let dir = Path::new("/wal");
+        if fs.kind(dir).ok().flatten().is_none() {
+            fs.create_dir(dir).expect("mkdir");
+        }
+        let mut w = WalWriter::create(fs, dir, 1).expect("create");
         for i in 1..=n {
             let mut b = WriteBatch::new();
             b.put(format!("key{i}").as_bytes(), b"value");
             w.append(b.payload_with_seq(i));
         }
-        w.flush_buf().expect("flush");
+        assert!(w.flush_buf().is_ok());
         w.path().to_path_buf()
     }
 
-    fn count(path: &Path, is_last: bool) -> Result<Replay> {
-        replay(path, is_last, 0, |_, _| {})
+    fn count(data: &[u8], is_last: bool) -> Result<Replay> {
+        replay(Path::new("seg"), data, is_last, 0, |_, _| {})
     }
 
     #[test]
     fn clean_segment_replays_every_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write_segment(dir.path(), 10);
-        let r = count(&path, true).expect("replay");
+        let fs = SimFs::new();
+        let path = write_segment(&fs, 10);
+        let data = fs.read_file(&path).expect("read");
+        let r = count(&data, true).expect("replay");
         assert_eq!((r.records, r.max_seq, r.truncated_at), (10, 10, None));
     }
 
     #[test]
-    fn torn_tail_is_truncated_but_middle_damage_is_an_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write_segment(dir.path(), 10);
-        let good = fs::read(&path).expect("read");
+    fn torn_tail_is_reported_but_middle_damage_is_an_error() {
+        let fs = SimFs::new();
+        let path = write_segment(&fs, 10);
+        let good = fs.read_file(&path).expect("read");
         // Cut inside the last record: a torn tail.
-        fs::write(&path, &good[..good.len() - 3]).expect("write");
-        let r = count(&path, true).expect("torn tail recovers");
+        let r = count(&good[..good.len() - 3], true).expect("torn tail recovers");
         assert_eq!(r.records, 9);
-        assert!(r.truncated_at.is_some());
+        assert_eq!(r.truncated_at, Some(8 + 9 * 32));
         // Flip a byte in the third record: valid records follow, so it is corruption.
         let mut bad = good.clone();
         // Records 1..=9 are 32 bytes: 8 of framing and a 24-byte batch of one put.
         bad[8 + 2 * 32 + 12] ^= 0x40;
-        fs::write(&path, &bad).expect("write");
-        match count(&path, true) {
+        match count(&bad, true) {
             Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 8 + 2 * 32),
             other => panic!("expected corruption, got {other:?}"),
         }
         // The same damage in a segment that is not the last is never a torn tail.
-        fs::write(&path, &good[..good.len() - 3]).expect("write");
-        assert!(count(&path, false).is_err());
+        assert!(count(&good[..good.len() - 3], false).is_err());
     }
 
     #[test]
     fn zeroed_tail_is_torn() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write_segment(dir.path(), 4);
-        let mut data = fs::read(&path).expect("read");
+        let fs = SimFs::new();
+        let path = write_segment(&fs, 4);
+        let mut data = fs.read_file(&path).expect("read");
         data.extend_from_slice(&[0u8; 4096]);
-        fs::write(&path, &data).expect("write");
-        let r = count(&path, true).expect("zero tail recovers");
+        let r = count(&data, true).expect("zero tail recovers");
         assert_eq!(r.records, 4);
+    }
+
+    #[test]
+    fn headerless_segment_holds_nothing_anywhere() {
+        for data in [&b""[..], b"MDB", b"MDBWAL0"] {
+            for last in [true, false] {
+                let r = count(data, last).expect("no records");
+                assert_eq!(r.records, 0);
+            }
+        }
+        assert!(count(b"XXXXXXXXXXXX", false).is_err());
+    }
+
+    #[test]
+    fn failed_flush_rolls_the_file_back() {
+        let fs = SimFs::new();
+        let path = write_segment(&fs, 2);
+        let before = fs.read_file(&path).expect("read");
+        let mut w = WalWriter {
+            path: path.clone(),
+            file: Arc::from(fs.open(&path, true).expect("open")),
+            offset: before.len() as u64,
+            buf: Vec::new(),
+            buf_records: 0,
+        };
+        let mut b = WriteBatch::new();
+        b.put(b"k", &[7u8; 100]);
+        w.append(b.payload_with_seq(3));
+        fs.fail_op(fs.stats().ops + 2, crate::engine::storage::FaultKind::Eio);
+        fs.fail_op(
+            fs.stats().ops + 1,
+            crate::engine::storage::FaultKind::ShortWrite,
+        );
+        assert!(matches!(w.flush_buf(), Err((_, true))));
+        assert_eq!(fs.read_file(&path), Some(before));
+        let mut seen = 0;
+        for_each_framed(&w.discard_buf(), |seq, ops| {
+            assert_eq!((seq, ops.len()), (3, 1));
+            seen += 1;
+        });
+        assert_eq!(seen, 1);
+    }
+
+    proptest! {
+        #[test]
+        fn replay_of_arbitrary_bytes_never_panics(
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+            last in any::<bool>(),
+        ) {
+            let mut data = MAGIC.to_vec();
+            data.extend_from_slice(&tail);
+            let _ = count(&data, last);
+            let _ = count(&tail, last);
+            for_each_framed(&tail, |_, _| {});
+        }
     }
 }

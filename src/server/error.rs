@@ -38,6 +38,7 @@ pub fn rejection_of(err: &StoreError) -> Option<&'static str> {
             engine::BusyReason::Memory => "memory",
             _ => "busy",
         }),
+        StoreError::Engine(engine::Error::NoSpace { .. }) => Some("disk_full"),
         _ => None,
     }
 }
@@ -129,6 +130,10 @@ pub fn status_of(err: &StoreError) -> (StatusCode, Option<u64>) {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }
             engine::Error::Locked { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
+            engine::Error::NoSpace { retry_after, .. } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                Some(retry_after_secs(*retry_after)),
+            ),
             engine::Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, None),
             engine::Error::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
             engine::Error::Io { source, .. } | engine::Error::Fsync { source, .. } => {

@@ -23,7 +23,14 @@ use super::TelemetryError;
 use crate::engine::{Engine, EventListener};
 
 /// The rejection reasons of `minidb_http_rejections_total`.
-pub const REJECTION_REASONS: [&str; 5] = ["busy", "memory", "concurrency", "too_large", "timeout"];
+pub const REJECTION_REASONS: [&str; 6] = [
+    "busy",
+    "memory",
+    "concurrency",
+    "too_large",
+    "timeout",
+    "disk_full",
+];
 
 /// Request latency buckets, in seconds.
 const HTTP_BUCKETS: &[f64] = &[

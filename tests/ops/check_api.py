@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, help="keep the data dir, scrape and reports here")
     args = ap.parse_args(argv)
     if not args.bin.is_file():
-        print(f"check_api: FAIL: no binary at {args.bin} (run `cargo test --features failpoints "
+        print(f"check_api: FAIL: no binary at {args.bin} (run `cargo test "
               "--no-run` or pass --bin)", file=sys.stderr)
         return 1
 

@@ -61,15 +61,14 @@ struct MiniDb {
 
 impl MiniDb {
     fn options(sync: minidb::engine::SyncPolicy) -> minidb::engine::Options {
-        minidb::engine::Options {
-            sync,
-            flush_size: usize::MAX / 2,
-            memtable_bytes: (32 * MIB) as usize,
-            block_cache_bytes: (32 * MIB) as usize,
-            level0_stop_writes: 36,
-            level0_compaction_trigger: 8,
-            ..Default::default()
-        }
+        let mut o = minidb::engine::Options::default();
+        o.sync = sync;
+        o.flush_size = usize::MAX / 2;
+        o.memtable_bytes = (32 * MIB) as usize;
+        o.block_cache_bytes = (32 * MIB) as usize;
+        o.level0_stop_writes = 36;
+        o.level0_compaction_trigger = 8;
+        o
     }
 }
 

@@ -1,14 +1,12 @@
 //! Writes one SSTable from entries given in internal order.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use super::super::error::{fsync_ctx, IoContext, Result};
-use super::super::fault::fail_sync;
 use super::super::options::Compression;
+use super::super::storage::{Appender, Storage};
 use super::block::BlockBuilder;
 use super::bloom;
 use super::format::{seal_block, Footer, Handle, COMPRESSION_LZ4, COMPRESSION_NONE};
@@ -17,7 +15,7 @@ use super::props::Props;
 /// Streams entries into a new table file; memory is one block plus the index and key hashes.
 pub(crate) struct TableBuilder {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: Appender,
     offset: u64,
     block: BlockBuilder,
     index: BlockBuilder,
@@ -33,19 +31,18 @@ pub(crate) struct TableBuilder {
 impl TableBuilder {
     /// Creates `path` (which must not exist).
     pub fn create(
+        fs: &dyn Storage,
         path: &Path,
         block_size: usize,
         compression: Compression,
         bloom_bits: usize,
     ) -> Result<Self> {
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(path)
+        let file = fs
+            .create_new(path)
             .ctx(|| format!("create table {}", path.display()))?;
         Ok(TableBuilder {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(256 << 10, file),
+            out: Appender::new(file, 0, 256 << 10),
             offset: 0,
             block: BlockBuilder::default(),
             index: BlockBuilder::default(),
@@ -109,7 +106,7 @@ impl TableBuilder {
         };
         let path = &self.path;
         self.out
-            .write_all(sealed)
+            .write(sealed)
             .ctx(|| format!("write table {}", path.display()))?;
         self.offset += sealed.len() as u64;
         Ok(handle)
@@ -163,17 +160,16 @@ impl TableBuilder {
         .encode();
         let path = self.path.clone();
         self.out
-            .write_all(&footer)
+            .write(&footer)
             .ctx(|| format!("write table {}", path.display()))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| e.into_error())
+        let size = self.offset + footer.len() as u64;
+        self.out
+            .flush()
             .ctx(|| format!("flush table {}", path.display()))?;
-        fsync_ctx(
-            fail_sync("table-sync").and_then(|()| file.sync_all()),
-            || format!("table {}", path.display()),
-        )?;
-        Ok(self.offset + footer.len() as u64)
+        // Flushed above, so whatever `finish` reports comes from the fsync.
+        fsync_ctx(self.out.finish().map(drop), || {
+            format!("table {}", path.display())
+        })?;
+        Ok(size)
     }
 }

@@ -1,7 +1,5 @@
 //! Reads one SSTable: footer, index and filter pinned in memory, data blocks via the cache.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +9,7 @@ use super::super::cache::BlockCache;
 use super::super::error::{Error, IoContext, Result};
 use super::super::iter::{Entry, Source};
 use super::super::stats::{inc, Counters};
+use super::super::storage::{read_exact_at, Storage, StorageFile};
 use super::block::Block;
 use super::bloom::{self, Bloom};
 use super::format::{open_block, Footer, Handle, COMPRESSION_LZ4, COMPRESSION_NONE, FOOTER_LEN};
@@ -27,7 +26,7 @@ struct IndexEntry {
 pub(crate) struct Table {
     id: u64,
     path: PathBuf,
-    file: File,
+    file: Box<dyn StorageFile>,
     size: u64,
     index: Vec<IndexEntry>,
     bloom: Bloom,
@@ -39,16 +38,18 @@ pub(crate) struct Table {
 impl Table {
     /// Opens and checks a table: footer, index, filter and properties.
     pub fn open(
+        fs: &dyn Storage,
         path: &Path,
         id: u64,
         cache: Arc<BlockCache>,
         counters: Arc<Counters>,
     ) -> Result<Self> {
-        let file = File::open(path).ctx(|| format!("open table {}", path.display()))?;
+        let file = fs
+            .open(path, false)
+            .ctx(|| format!("open table {}", path.display()))?;
         let size = file
-            .metadata()
-            .ctx(|| format!("stat table {}", path.display()))?
-            .len();
+            .size()
+            .ctx(|| format!("stat table {}", path.display()))?;
         let corrupt = |offset: u64, why: &str| {
             inc(&counters.corruption_errors);
             Error::corruption(path, offset, why)
@@ -58,7 +59,7 @@ impl Table {
         }
         let footer_at = size - FOOTER_LEN as u64;
         let mut buf = vec![0u8; FOOTER_LEN];
-        file.read_exact_at(&mut buf, footer_at)
+        read_exact_at(&*file, &mut buf, footer_at)
             .ctx(|| format!("read footer of {}", path.display()))?;
         let footer = Footer::decode(&buf).map_err(|why| corrupt(footer_at, &why))?;
         for h in [footer.index, footer.filter, footer.props] {
@@ -68,7 +69,7 @@ impl Table {
         }
         let read_meta = |h: Handle, what: &str| -> Result<Vec<u8>> {
             let mut raw = vec![0u8; h.size as usize];
-            file.read_exact_at(&mut raw, h.offset)
+            read_exact_at(&*file, &mut raw, h.offset)
                 .ctx(|| format!("read {what} of {}", path.display()))?;
             match open_block(&raw) {
                 Some((COMPRESSION_NONE, payload)) => Ok(payload.to_vec()),
@@ -169,8 +170,7 @@ impl Table {
         }
         inc(&self.counters.block_cache_misses);
         let mut raw = vec![0u8; h.size as usize];
-        self.file
-            .read_exact_at(&mut raw, h.offset)
+        read_exact_at(&*self.file, &mut raw, h.offset)
             .ctx(|| format!("read block of {} at {}", self.path.display(), h.offset))?;
         let data = match open_block(&raw) {
             Some((COMPRESSION_NONE, payload)) => Bytes::copy_from_slice(payload),
