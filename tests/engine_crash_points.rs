@@ -56,7 +56,10 @@ fn workload(seed: u64, len: usize) -> Vec<W> {
                 (0..1 + r.next() % 6)
                     .map(|j| {
                         let k = r.next() as u16;
-                        (k, (!r.next().is_multiple_of(4)).then_some(i as u16 * 10 + j as u16))
+                        (
+                            k,
+                            (!r.next().is_multiple_of(4)).then_some(i as u16 * 10 + j as u16),
+                        )
                     })
                     .collect(),
             ),

@@ -17,7 +17,8 @@ use tokio::time::{Instant, Sleep};
 use super::error::{ApiError, Rejection};
 use super::AppState;
 
-/// Paths that bypass the in-flight limit (probes must answer under load).
+/// Paths that bypass the in-flight limit (probes must answer under load, and while the
+/// engine opens).
 const UNLIMITED: [&str; 3] = ["/api/health", "/api/ready", "/metrics"];
 
 /// 404 JSON for unknown routes.
@@ -43,6 +44,16 @@ pub async fn method_not_allowed() -> Response {
 pub async fn admit(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if UNLIMITED.contains(&req.uri().path()) {
         return next.run(req).await;
+    }
+    if let Err(starting) = st.store() {
+        // While the engine opens, only the probes answer.
+        let cfg = &st.config.server;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(cfg.body_timeout_secs),
+            drain_body(req.into_body(), cfg.max_body_bytes),
+        )
+        .await;
+        return starting.into_response();
     }
     let (req, body_permit) = match read_body(&st, req).await {
         Ok(read) => read,

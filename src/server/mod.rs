@@ -8,11 +8,12 @@ pub mod limits;
 pub(crate) mod origin;
 pub mod probes;
 pub mod routes;
+pub mod startup;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
@@ -31,15 +32,16 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::Config;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
+use error::ApiError;
 
 /// State shared by all handlers.
 pub struct AppState {
-    /// The document store.
-    pub store: Arc<Store>,
+    /// The document store, set once the engine is open (see [`AppState::store`]).
+    store: OnceLock<Arc<Store>>,
+    /// The phase (opening, serving, shutting down) and the WAL replay's progress.
+    pub startup: Arc<startup::Startup>,
     /// The effective configuration.
     pub config: Config,
-    /// False once shutdown began (readiness turns 503).
-    pub ready: AtomicBool,
     /// When the server started.
     pub started: Instant,
     /// True while an API-triggered compaction runs.
@@ -58,15 +60,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `store` under `config`.
+    /// State for an open `store` under `config`, serving at once.
     pub fn new(store: Arc<Store>, config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
+        let state = Self::starting(config, telemetry);
+        let _ = state.open(store);
+        state
+    }
+
+    /// State for a server whose engine is still opening: every route but the probes
+    /// answers 503 until [`AppState::open`].
+    pub fn starting(config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         let limit = telemetry.as_ref().map_or(512 << 20, |t| t.memory_limit());
         let body_budget_kib = body_budget_kib(limit);
         Arc::new(AppState {
-            store,
+            store: OnceLock::new(),
+            startup: Arc::default(),
             config,
-            ready: AtomicBool::new(true),
             started: Instant::now(),
             compacting: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(permits)),
@@ -76,6 +86,43 @@ impl AppState {
             telemetry,
         })
     }
+
+    /// Serves `store` from now on; gives it back if shutdown began first (the caller
+    /// then shuts its engine down).
+    pub fn open(&self, store: Arc<Store>) -> Result<(), Arc<Store>> {
+        let mut slot = Some(store);
+        let served = self.startup.serve_with(|| {
+            if let Some(s) = slot.take() {
+                let _ = self.store.set(s);
+            }
+        });
+        match (served, slot) {
+            (false, Some(s)) => Err(s),
+            _ => Ok(()),
+        }
+    }
+
+    /// The store, or 503 + `Retry-After` while the engine is still opening.
+    pub fn store(&self) -> Result<&Arc<Store>, ApiError> {
+        self.store
+            .get()
+            .ok_or_else(|| starting_error(&self.startup))
+    }
+}
+
+/// The 503 for requests that need the engine before it is open.
+fn starting_error(s: &startup::Startup) -> ApiError {
+    let what = match s.progress() {
+        Some((done, total)) => {
+            format!("replaying the write-ahead log ({done} of {total} bytes)")
+        }
+        None => "opening the data directory".to_string(),
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("starting: {what}; retry later"),
+    )
+    .with_retry_after(1)
 }
 
 /// Request bodies in flight may take 1/16 of the memory limit (at least 1 MiB): parsing
@@ -221,7 +268,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    state.ready.store(false, Ordering::SeqCst);
+    state.startup.shut_down();
     drop(listener);
     tracing::info!("shutdown: draining in-flight requests");
     let drain = Duration::from_secs(cfg.shutdown_drain_secs);
@@ -234,7 +281,10 @@ pub async fn serve(
             "drain timed out; closing anyway"
         );
     }
-    let store = state.store.clone();
+    // Once shutdown began the store can no longer be installed, so this is the last word.
+    let Some(store) = state.store.get().cloned() else {
+        return Ok(()); // the engine never opened; its opener stops with the process
+    };
     match tokio::task::spawn_blocking(move || store.engine().shutdown()).await {
         Ok(r) => r,
         Err(e) => Err(crate::engine::Error::InvalidArgument(format!(

@@ -124,7 +124,7 @@ pub async fn insert_one(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let doc = json_body(body)?;
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let c = col.clone();
     let (id, version) = blocking(move || {
         let version = store.insert(&c, &doc)?;
@@ -149,7 +149,7 @@ pub async fn put_doc(
 ) -> Result<Response, ApiError> {
     let want = if_match(&headers);
     let doc = json_body(body)?;
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let (c, i) = (col.clone(), id.clone());
     let (version, _) = blocking(move || store.put(&c, &i, doc, want)).await?;
     Ok(keyed_answer(StatusCode::OK, "ok", &col, &id, version))
@@ -161,7 +161,7 @@ pub async fn get_doc(
     Path((col, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let StoredDoc { version, json } = blocking(move || store.get(&col, &id)).await?;
     let tag = etag(version);
     if headers.get(header::IF_NONE_MATCH) == Some(&tag) {
@@ -179,7 +179,7 @@ pub async fn patch_doc(
 ) -> Result<Response, ApiError> {
     let want = if_match(&headers);
     let update = Update::parse(&json_body(body)?)?;
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let doc = blocking(move || store.patch(&col, &id, &update, want)).await?;
     Ok(with_etag(raw_json(StatusCode::OK, doc.json), doc.version))
 }
@@ -191,7 +191,7 @@ pub async fn delete_doc(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let want = if_match(&headers);
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let (c, i) = (col.clone(), id.clone());
     blocking(move || store.delete(&c, &i, want)).await?;
     Ok(Json(json!({"status": "deleted", "key": format!("{col}:{id}")})).into_response())
@@ -212,7 +212,7 @@ pub async fn insert_many(
             )))
         }
     };
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let n = blocking(move || store.insert_many(&col, &docs)).await?;
     Ok(Json(json!({"status": "ok", "insertedCount": n})).into_response())
 }
@@ -272,7 +272,7 @@ pub async fn search(
         },
     };
     let filter = parse_filter(body)?;
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     if count {
         let n = blocking(move || store.count(&col, &filter)).await?;
         return Ok(Json(json!({"count": n})).into_response());
@@ -322,20 +322,21 @@ pub async fn count(
         None | Some("") => Filter::all(),
         Some(f) => Filter::parse(&parse_json("filter parameter", f.as_bytes())?)?,
     };
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let n = blocking(move || store.count(&col, &filter)).await?;
     Ok(Json(json!({"count": n})).into_response())
 }
 
 /// `GET /api/_collections`: names, exact counts and byte sizes, sorted.
 pub async fn collections(State(st): St) -> Result<Response, ApiError> {
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let list = blocking(move || store.collections()).await?;
     Ok(Json(list).into_response())
 }
 
 /// `POST /api/_compact`: starts a full compaction unless one is running; 202 either way.
 pub async fn compact(State(st): St) -> Result<Response, ApiError> {
+    let store = st.store()?.clone();
     if st.compacting.swap(true, Ordering::SeqCst) {
         return Ok((
             StatusCode::ACCEPTED,
@@ -346,7 +347,7 @@ pub async fn compact(State(st): St) -> Result<Response, ApiError> {
     let state = st.clone();
     tokio::task::spawn_blocking(move || {
         tracing::info!(trigger = "api", "compaction started");
-        if let Err(e) = state.store.engine().compact() {
+        if let Err(e) = store.engine().compact() {
             tracing::error!(error = %e, "compaction failed");
         }
         state.compacting.store(false, Ordering::SeqCst);

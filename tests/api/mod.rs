@@ -43,8 +43,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on `dir` with extra environment variables.
+    /// Starts a server on `dir` with extra environment variables, and waits until it is
+    /// ready (the engine open).
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let s = Self::start_listening(dir, env);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match s.client.get(s.url("/api/ready")).send() {
+                Ok(r) if r.status() == 200 => return s,
+                _ if Instant::now() > deadline => panic!("server not ready within 120 s"),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Starts a server and returns as soon as it listens (the engine may still open).
+    pub fn start_listening(dir: &Path, env: &[(&str, &str)]) -> Server {
         let cwd = dir.parent().unwrap_or(dir);
         let mut cmd = command(cwd);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -57,11 +71,15 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn minidb");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        // Every stdout line is kept (in order) for tests that look at the logs.
+        let mut before = Vec::new();
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
-                        break a.trim().to_string();
+                    let addr = listening_addr(&line);
+                    before.push(line);
+                    if let Some(a) = addr {
+                        break a;
                     }
                 }
                 _ => {
@@ -70,7 +88,7 @@ impl Server {
                 }
             }
         };
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let output = Arc::new(Mutex::new(before));
         let out = output.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -176,6 +194,25 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The address of a "listening on ADDR" line: plain text, or a JSON log line whose
+/// message starts with "listening on" (the address in an `addr`/`address` field or in
+/// the message).
+pub fn listening_addr(line: &str) -> Option<String> {
+    if let Some(a) = line.strip_prefix("listening on ") {
+        return Some(a.trim().to_string());
+    }
+    let v: Value = serde_json::from_str(line).ok()?;
+    let msg = v.get("message").and_then(Value::as_str)?;
+    let rest = msg.strip_prefix("listening on")?;
+    let field = ["addr", "address", "listen"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str));
+    match field {
+        Some(a) => Some(a.to_string()),
+        None => Some(rest.trim().to_string()).filter(|a| !a.is_empty()),
     }
 }
 
