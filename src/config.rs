@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest request body, in bytes; larger gets 413.
     pub max_body_bytes: u64,
+    /// Largest `_search` response, in bytes (at least one document is always sent).
+    pub max_response_bytes: u64,
     /// Most requests in flight; more get 503 with `Retry-After` at once.
     pub max_in_flight: usize,
     /// Whole-request timeout, in seconds.
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:6866".into(),
             max_body_bytes: 10 << 20,
+            max_response_bytes: 16 << 20,
             max_in_flight: 100,
             request_timeout_secs: 30,
             header_timeout_secs: 15,
@@ -260,6 +263,7 @@ impl Config {
         }
         for (key, v) in [
             ("server.max_body_bytes", s.max_body_bytes),
+            ("server.max_response_bytes", s.max_response_bytes),
             ("server.max_in_flight", s.max_in_flight as u64),
             ("server.request_timeout_secs", s.request_timeout_secs),
             ("server.header_timeout_secs", s.header_timeout_secs),

@@ -11,10 +11,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ApiError, Rejection};
+use super::memory;
 use super::AppState;
 
 /// Paths that bypass the in-flight limit (probes must answer under load, and while the
@@ -55,10 +55,13 @@ pub async fn admit(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         .await;
         return starting.into_response();
     }
-    let (req, body_permit) = match read_body(&st, req).await {
+    let (mut req, body_permit) = match read_body(&st, req).await {
         Ok(read) => read,
         Err(refused) => return refused,
     };
+    // Held here until the response is produced, unless the handler takes it over.
+    let body_permit = memory::BodyReservation::new(body_permit);
+    req.extensions_mut().insert(body_permit.clone());
     let Ok(permit) = st.in_flight.clone().try_acquire_owned() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -80,7 +83,7 @@ pub async fn admit(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
 async fn read_body(
     st: &AppState,
     req: Request,
-) -> Result<(Request, Option<OwnedSemaphorePermit>), Response> {
+) -> Result<(Request, Option<memory::Reservation>), Response> {
     let cfg = &st.config.server;
     let declared = req
         .headers()
@@ -99,22 +102,23 @@ async fn read_body(
     // Chunked bodies are counted at the body limit; one larger than the whole budget runs
     // alone.
     let bytes = declared.unwrap_or(cfg.max_body_bytes);
-    let kib = u32::try_from(bytes.div_ceil(1024))
-        .unwrap_or(u32::MAX)
-        .clamp(1, st.body_budget_kib);
-    let Ok(permit) = st.body_budget.clone().try_acquire_many_owned(kib) else {
-        // Read the body (discarding it) before answering: a reply sent while the client
-        // is still writing makes hyper close the connection, and the client sees a broken
-        // pipe instead of the 503.
-        let _ =
-            tokio::time::timeout(timeout, drain_body(req.into_body(), cfg.max_body_bytes)).await;
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request bodies in flight are at their share of the memory budget; retry later",
+    let reserved = st
+        .memory
+        .reserve(
+            bytes.saturating_mul(memory::BODY_FACTOR),
+            "this request body",
         )
-        .with_retry_after(1)
-        .rejected("memory")
-        .into_response());
+        .await;
+    let permit = match reserved {
+        Ok(p) => p,
+        Err(refused) => {
+            // Read the body (discarding it) before answering: a reply sent while the client
+            // is still writing makes hyper close the connection, and the client sees a
+            // broken pipe instead of the 503.
+            let _ = tokio::time::timeout(timeout, drain_body(req.into_body(), cfg.max_body_bytes))
+                .await;
+            return Err(refused.into_response());
+        }
     };
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(timeout, collect_body(body, cfg.max_body_bytes, declared)).await {

@@ -5,9 +5,11 @@
 pub mod error;
 pub(crate) mod head;
 pub mod limits;
+pub mod memory;
 pub(crate) mod origin;
 pub mod probes;
 pub mod routes;
+pub mod search;
 pub mod startup;
 
 use std::future::Future;
@@ -48,11 +50,8 @@ pub struct AppState {
     pub compacting: AtomicBool,
     /// Permits for requests in flight.
     pub in_flight: Arc<Semaphore>,
-    /// Request-body bytes in flight, in KiB permits: a write holds several times its body
-    /// (bytes, parsed JSON, encoded batch) before the engine's memory check can refuse it.
-    pub body_budget: Arc<Semaphore>,
-    /// The body budget's size in KiB.
-    pub body_budget_kib: u32,
+    /// What requests hold in memory (bodies, documents read, search buffers).
+    pub memory: memory::RequestMemory,
     /// CPU percent sampling for `/api/stats`.
     pub cpu: probes::CpuSampler,
     /// Metrics, traces and the memory governor, when started.
@@ -72,7 +71,7 @@ impl AppState {
     pub fn starting(config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         let limit = telemetry.as_ref().map_or(512 << 20, |t| t.memory_limit());
-        let body_budget_kib = body_budget_kib(limit);
+        let memory = memory::RequestMemory::new(limit, config.server.max_body_bytes);
         Arc::new(AppState {
             store: OnceLock::new(),
             startup: Arc::default(),
@@ -80,8 +79,7 @@ impl AppState {
             started: Instant::now(),
             compacting: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(permits)),
-            body_budget: Arc::new(Semaphore::new(body_budget_kib as usize)),
-            body_budget_kib,
+            memory,
             cpu: probes::CpuSampler::default(),
             telemetry,
         })
@@ -125,12 +123,6 @@ fn starting_error(s: &startup::Startup) -> ApiError {
     .with_retry_after(1)
 }
 
-/// Request bodies in flight may take 1/16 of the memory limit (at least 1 MiB): parsing
-/// multiplies a body about four times, so bursts stay near a quarter of the budget.
-pub fn body_budget_kib(memory_limit: u64) -> u32 {
-    u32::try_from((memory_limit / 16 / 1024).max(1024)).unwrap_or(u32::MAX)
-}
-
 /// The full router with every layer.
 pub fn router(state: Arc<AppState>) -> Router {
     let cfg = &state.config.server;
@@ -144,7 +136,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/_compact", post(routes::compact))
         .route("/api/{col}", post(routes::insert_one))
         .route("/api/{col}/_insertMany", post(routes::insert_many))
-        .route("/api/{col}/_search", post(routes::search))
+        .route("/api/{col}/_search", post(search::search))
         .route("/api/{col}/_count", get(routes::count))
         .route(
             "/api/{col}/{id}",
@@ -316,16 +308,4 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
-}
-
-#[cfg(test)]
-mod body_budget_tests {
-    use super::body_budget_kib;
-
-    #[test]
-    fn body_budget_is_a_sixteenth_of_the_limit_with_a_floor() {
-        assert_eq!(body_budget_kib(512 << 20), 32 << 10);
-        assert_eq!(body_budget_kib(64 << 20), 4 << 10);
-        assert_eq!(body_budget_kib(1 << 20), 1 << 10);
-    }
 }

@@ -17,7 +17,9 @@ pub mod path;
 pub mod update;
 
 pub use cursor::{decode_cursor, encode_cursor};
-pub use db::{CollectionInfo, IfMatch, SearchPage, Store, StoredDoc, MAX_BATCH_DOCS};
+pub use db::{
+    CollectionInfo, Hit, IfMatch, SearchCursor, SearchPage, Store, StoredDoc, MAX_BATCH_DOCS,
+};
 pub use error::{Result, StoreError};
 pub use filter::Filter;
 pub use jsonl::{encode_line, parse_line, DumpRecord};
