@@ -241,3 +241,57 @@ fn cross_site_writes_are_refused() {
     assert_eq!(json(s.get("/api/bad/_count")), json!({"count": 3}));
     s.stop();
 }
+
+#[path = "api/hostile.rs"]
+mod hostile;
+
+/// Issue 8, item 1 over HTTP: arbitrary and adversarial bodies to every write, search and
+/// update route get a 2xx or a 4xx JSON error, never a 5xx, a dropped connection or a
+/// crash.
+#[test]
+fn hostile_bodies_over_http_get_2xx_or_a_4xx_json_error() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let (_tmp, s) = server();
+    assert_eq!(s.put("/api/h/seed", &json!({"a": 1})).status(), 200);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    let result = runner.run(&hostile::json_text(), |text| {
+        for (method, path) in [
+            (reqwest::Method::POST, "/api/h"),
+            (reqwest::Method::PUT, "/api/h/p"),
+            (reqwest::Method::PATCH, "/api/h/seed"),
+            (reqwest::Method::POST, "/api/h/_insertMany"),
+            (reqwest::Method::POST, "/api/h/_search"),
+            (reqwest::Method::POST, "/api/h/_search?limit=3"),
+            (reqwest::Method::POST, "/api/h/_search?count=true"),
+        ] {
+            let r = s
+                .client
+                .request(method.clone(), s.url(path))
+                .header("content-type", "application/json")
+                .body(text.clone())
+                .send()
+                .map_err(|e| TestCaseError::fail(format!("{method} {path}: {e}")))?;
+            let status = r.status().as_u16();
+            let body = r.text().unwrap_or_default();
+            if !(200..300).contains(&status) {
+                let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+                    TestCaseError::fail(format!("{method} {path}: {status} not JSON ({e}): {body}"))
+                })?;
+                if !(400..500).contains(&status) || v["status"] != status {
+                    return Err(TestCaseError::fail(format!(
+                        "{method} {path}: {status} {body}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert_eq!(json(s.get("/api/h/seed"))["_id"], "seed");
+    s.stop();
+}
