@@ -96,7 +96,12 @@ async fn read_body(
         return Ok((req, None));
     }
     let timeout = Duration::from_secs(cfg.body_timeout_secs);
-    if declared.is_some_and(|n| n > cfg.max_body_bytes) {
+    if let Some(n) = declared.filter(|&n| n > cfg.max_body_bytes) {
+        // Read what was sent (up to twice the limit) before answering, so that the client
+        // gets the 413 rather than a broken pipe; a larger body is cut off at once.
+        if n <= cfg.max_body_bytes.saturating_mul(2) {
+            let _ = tokio::time::timeout(timeout, drain_body(req.into_body(), n)).await;
+        }
         return Err(too_large());
     }
     // Chunked bodies are counted at the body limit; one larger than the whole budget runs
