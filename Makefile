@@ -5,7 +5,7 @@ PYTHON ?= python3
 IMAGE ?= ghcr.io/minidb/minidb:0.1.0
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-http docker clean
+.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-engine-compare bench-http docker clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,14 +19,18 @@ run: ## Run the server on 127.0.0.1:6866 with data under ./data (the README's ru
 test: ## Run the whole test suite (the README's test command)
 	$(CARGO) test $(TEST_FEATURES) -- --test-threads=2
 
-lint: ## cargo fmt --check and clippy -D warnings
+lint: ## cargo fmt --check, clippy -D warnings (with the service, and the engine+store alone)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
 
 bench: bench-engine bench-http ## All benchmarks
 
 bench-engine: ## Engine benchmark: MiniDB vs fjall, same workloads, one run
 	cd benches/engine && CARGO_TARGET_DIR=$(CURDIR)/target/bench-engine $(CARGO) run --release
+
+bench-engine-compare: ## The engine at BASE=<rev> against the working tree, alternating runs
+	benches/engine/compare.sh
 
 bench-http: ## HTTP benchmark (wrk): MiniDB routes beside an empty axum handler; docs/BENCH-HTTP.md
 	benches/http/run.sh

@@ -287,7 +287,8 @@ impl Config {
                     format!("{o:?} is not \"*\" or an http(s):// origin"),
                 );
             }
-            if axum::http::HeaderValue::from_str(o).is_err() {
+            // The rule of an HTTP header value (`http::HeaderValue::from_str`).
+            if !o.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
                 return fail(
                     "server.cors_origins",
                     format!("{o:?} is not a valid header value"),

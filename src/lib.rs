@@ -1,12 +1,15 @@
 //! MiniDB: a document database on its own crash-safe, memory-bounded LSM engine.
 //!
 //! The layers (see the README): [`engine`] stores bytes; the store, server and
-//! telemetry layers stand on it.
+//! telemetry layers stand on it. With `default-features = false` the crate is the engine,
+//! the document store and the configuration only (no HTTP, async runtime or telemetry).
 
 pub mod config;
 pub mod engine;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod store;
+#[cfg(feature = "server")]
 pub mod telemetry;
 
 pub use config::Config;

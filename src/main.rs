@@ -64,8 +64,37 @@ enum Cmd {
     },
     /// Run a full compaction (offline).
     Compact,
-    /// Check every checksum of every table (offline).
+    /// Check every checksum of every table and WAL record, writing nothing (offline).
+    /// Exit 0: intact; 3: intact with a warning (a torn WAL tail); 1: damaged.
     Verify,
+    /// Save a backup of a running server (GET /api/_backup) to a file.
+    Backup {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:6866")]
+        url: String,
+        /// Where to write the archive (written to FILE.part, then renamed).
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "out_dir",
+            required_unless_present = "out_dir"
+        )]
+        out: Option<PathBuf>,
+        /// Write `minidb-<UTC time>.tar` into this directory instead (for a CronJob).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// With --out-dir: keep only the newest N backups there, removing older ones.
+        #[arg(long, value_name = "N", requires = "out_dir")]
+        keep: Option<usize>,
+        /// Give up when the whole transfer takes longer than this.
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        timeout_secs: u64,
+    },
+    /// Unpack a backup archive into an empty data directory (--data-dir) and verify it.
+    RestoreBackup {
+        /// The archive written by `minidb backup`.
+        file: PathBuf,
+    },
     /// Exit 0 if the server answers GET /api/health with 200, else 1.
     Healthcheck {
         /// Health URL.
@@ -73,6 +102,9 @@ enum Cmd {
         url: String,
     },
 }
+
+/// `minidb verify`'s exit code when the data is intact but a warning was printed.
+const VERIFY_WARNINGS: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -152,17 +184,78 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Verify => {
             let config = load_config(&cli.common, None)?;
-            let store = open_offline(&config)?;
-            match store.engine().verify() {
-                Ok(n) => {
-                    println!("ok: {n} entries verified, every checksum good");
-                    close(store)?;
+            let dir = &config.storage.data_dir;
+            // Read-only: no lock file is created, no torn tail is cut, nothing is replayed
+            // into tables.
+            match engine::verify_dir(dir, &config.engine_options()) {
+                Ok(r) => {
+                    println!(
+                        "ok: {} tables ({} entries) and {} WAL segments ({} records) verified, \
+                         every checksum good",
+                        r.tables, r.table_entries, r.wal_segments, r.wal_records
+                    );
+                    if !r.torn_tails.is_empty() {
+                        for (path, offset) in &r.torn_tails {
+                            println!(
+                                "warning: torn WAL tail in {} at offset {offset} (a crash \
+                                 mid-write; the next open cuts it off, no acknowledged write is \
+                                 in it)",
+                                path.display()
+                            );
+                        }
+                        return Ok(ExitCode::from(VERIFY_WARNINGS));
+                    }
                 }
+                Err(engine::Error::Locked { dir }) => bail!(
+                    "data directory {} is in use by a running minidb server; stop it first",
+                    dir.display()
+                ),
                 Err(e) => {
                     println!("FAILED: {e}");
                     return Ok(ExitCode::FAILURE);
                 }
             }
+        }
+        Cmd::Backup {
+            url,
+            out,
+            out_dir,
+            keep,
+            timeout_secs,
+        } => {
+            let target = match (&out, &out_dir) {
+                (Some(f), _) => f.clone(),
+                (None, Some(d)) => d.join(format!("minidb-{}.tar", utc_stamp())),
+                (None, None) => bail!("give --out FILE or --out-dir DIR"),
+            };
+            backup(&url, &target, Duration::from_secs(timeout_secs))?;
+            if let (Some(dir), Some(n)) = (&out_dir, keep) {
+                prune_backups(dir, n)?;
+            }
+        }
+        Cmd::RestoreBackup { file } => {
+            let config = load_config(&cli.common, None)?;
+            let dir = config.storage.data_dir.clone();
+            let archive =
+                File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let bar = progress_bar(archive.metadata().ok().map(|m| m.len()));
+            let report =
+                server::backup::restore(BufReader::new(archive), &dir, |n| bar.set_position(n))
+                    .with_context(|| {
+                        format!("cannot restore {} into {}", file.display(), dir.display())
+                    })?;
+            bar.finish_and_clear();
+            eprintln!(
+                "restored sequence {} into {}: {} files, {} bytes; verified {} tables ({} entries), \
+                 {} WAL records",
+                report.meta.sequence,
+                dir.display(),
+                report.files,
+                report.bytes,
+                report.verified.tables,
+                report.verified.table_entries,
+                report.verified.wal_records
+            );
         }
         Cmd::Healthcheck { url } => {
             return Ok(match healthcheck(&url) {
@@ -332,6 +425,145 @@ async fn open_engine(
     Ok(())
 }
 
+/// `minidb backup`: streams GET /api/_backup to `out`, durably.
+fn backup(url: &str, out: &Path, timeout: Duration) -> Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let endpoint = format!("{}/api/_backup", url.trim_end_matches('/'));
+    let mut resp = client
+        .get(&endpoint)
+        .send()
+        .with_context(|| format!("GET {endpoint}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(body);
+        bail!("GET {endpoint} answered {status}: {msg}");
+    }
+    let sequence = resp
+        .headers()
+        .get("x-minidb-backup-sequence")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    let part = out.with_extension("part");
+    let file = File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
+    let bar = progress_bar(None);
+    let mut w = BufWriter::new(file);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = resp.read(&mut buf).with_context(|| {
+            format!("the backup stream from {endpoint} broke after {total} bytes")
+        })?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n])
+            .with_context(|| format!("write {}", part.display()))?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| anyhow!("write {}: {e}", part.display()))?;
+    file.sync_all()
+        .with_context(|| format!("fsync {}", part.display()))?;
+    drop(file);
+    // A stream cut short by the server (an error after the headers) is not a tar archive
+    // with an end marker: check the archive before it takes the final name.
+    check_archive(&part)?;
+    std::fs::rename(&part, out).with_context(|| format!("rename to {}", out.display()))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("fsync {}", parent.display()))?;
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "backup of sequence {sequence} saved to {} ({total} bytes)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Now as `YYYYMMDDTHHMMSSZ` (UTC), for backup file names that sort by time.
+fn utc_stamp() -> String {
+    utc_stamp_at(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+fn utc_stamp_at(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Keeps the newest `keep` `minidb-*.tar` files in `dir` (names sort by time).
+fn prune_backups(dir: &Path, keep: usize) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("minidb-") && n.ends_with(".tar"))
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(keep);
+    for old in &files[..excess] {
+        std::fs::remove_file(old).with_context(|| format!("remove {}", old.display()))?;
+        eprintln!("removed old backup {}", old.display());
+    }
+    Ok(())
+}
+
+/// Reads a downloaded archive through: it must list BACKUP.json and a MANIFEST.
+fn check_archive(path: &Path) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut ar = tar::Archive::new(BufReader::new(f));
+    let mut names = Vec::new();
+    for e in ar
+        .entries()
+        .with_context(|| format!("{} is not a tar archive", path.display()))?
+    {
+        let mut e = e.with_context(|| format!("{} is damaged or incomplete", path.display()))?;
+        names.push(e.path().map(|p| p.into_owned()).unwrap_or_default());
+        std::io::copy(&mut e, &mut std::io::sink())
+            .with_context(|| format!("{} is damaged or incomplete", path.display()))?;
+    }
+    for want in ["BACKUP.json", "MANIFEST"] {
+        if !names.iter().any(|n| n == Path::new(want)) {
+            bail!("{} is incomplete: no {want}", path.display());
+        }
+    }
+    Ok(())
+}
+
 /// A tiny HTTP/1.0 GET: Ok if the status is 200.
 fn healthcheck(url: &str) -> Result<()> {
     let rest = url
@@ -360,5 +592,18 @@ fn healthcheck(url: &str) -> Result<()> {
         Ok(())
     } else {
         bail!("GET {url} answered {:?}", line.lines().next().unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_stamp_at;
+
+    #[test]
+    fn backup_names_carry_the_utc_time() {
+        assert_eq!(utc_stamp_at(0), "19700101T000000Z");
+        assert_eq!(utc_stamp_at(951_782_400), "20000229T000000Z");
+        assert_eq!(utc_stamp_at(1_796_083_199), "20261130T235959Z");
+        assert_eq!(utc_stamp_at(4_107_542_400), "21000301T000000Z");
     }
 }

@@ -8,6 +8,7 @@
 //! The overhead and what it consists of are measured and explained in docs/BENCH-HTTP.md
 //! ("Flood test"). Negative control: `FLOOD_LIMIT_BYTES=0 cargo test --test api_flood`
 //! starts the server without the limit (so the 512 MiB default applies) and must fail.
+#![cfg(feature = "server")]
 
 mod api;
 

@@ -1,4 +1,5 @@
 //! Every route and error case of the REST API, over real HTTP against the real binary.
+#![cfg(feature = "server")]
 
 mod api;
 

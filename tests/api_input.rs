@@ -1,5 +1,6 @@
 //! Hostile and edge-case input over real HTTP against the real binary: attacker-sized
 //! nesting, JSON that serde_json would silently change, reserved ids.
+#![cfg(feature = "server")]
 
 mod api;
 

@@ -1,5 +1,6 @@
 //! The service's lifecycle over real HTTP and the real binary: restart, SIGTERM drain,
 //! kill -9 durability, dump/restore, offline commands, configuration errors.
+#![cfg(feature = "server")]
 
 mod api;
 

@@ -1,5 +1,6 @@
 //! The HTTP/1.1 protocol edge over raw TCP against the real binary: requests the HTTP
 //! parser refuses, pipelining and framing, slow and stalled clients.
+#![cfg(feature = "server")]
 
 mod api;
 

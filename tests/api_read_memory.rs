@@ -8,6 +8,7 @@
 //!
 //! One bare search peaked at 548 MiB (the response was built whole in memory), three
 //! concurrent ones at 1.2 GiB.
+#![cfg(feature = "server")]
 
 mod api;
 

@@ -1,5 +1,6 @@
 //! Start-up over the real binary: the server listens before the engine opens, reports the
 //! WAL replay on `/api/ready`, and exits when the data cannot be opened.
+#![cfg(feature = "server")]
 
 mod api;
 

@@ -1,6 +1,7 @@
 //! The store never crashes on client input (issue 8, item 1): arbitrary and adversarial
 //! documents, filters and updates, parsed as the server parses them, give Ok or a typed
 //! error that maps to a 4xx status, never a panic or a stack overflow.
+#![cfg(feature = "server")]
 
 #[path = "api/hostile.rs"]
 mod hostile;

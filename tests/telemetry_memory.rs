@@ -1,4 +1,5 @@
 //! The memory limit's resolution (with fake cgroup files) and the budget's hysteresis.
+#![cfg(feature = "server")]
 
 use std::fs;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Request spans reach a real OTLP/gRPC receiver (fake-opentelemetry-collector) with their
 //! names, attributes, and the W3C parent from `traceparent`.
+#![cfg(feature = "server")]
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! OTLP over HTTP/protobuf: spans reach a real HTTP receiver through the blocking client
 //! (which must not panic on the exporter's runtime-less thread), and spans are dropped and
 //! counted once the receiver is gone.
+#![cfg(feature = "server")]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! With the real router, a request's store and engine spans arrive at an OTLP receiver as
 //! children of the request span.
+#![cfg(feature = "server")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Atomic write batches and their WAL record encoding.
 
+use bytes::Bytes;
+
 use super::coding::{get_len_prefixed, get_u32, get_u64, put_len_prefixed};
 use super::error::{Error, Result};
 
@@ -25,6 +27,10 @@ pub struct WriteBatch {
     deletes: u64,
     /// Set by an oversized key or value; `validate` then refuses the whole batch.
     oversized: bool,
+    /// Offsets in `rep` of 8-byte places the commit fills with the batch's sequence number.
+    stamps: Vec<usize>,
+    /// Set by a stamp outside its key or value.
+    bad_stamp: bool,
 }
 
 impl WriteBatch {
@@ -36,6 +42,8 @@ impl WriteBatch {
             puts: 0,
             deletes: 0,
             oversized: false,
+            stamps: Vec::new(),
+            bad_stamp: false,
         }
     }
 
@@ -45,6 +53,36 @@ impl WriteBatch {
         self.rep.push(KIND_PUT);
         put_len_prefixed(&mut self.rep, key);
         put_len_prefixed(&mut self.rep, value);
+        self.count = self.count.saturating_add(1);
+        self.puts += 1;
+        self.check_sizes(key, Some(value));
+        self
+    }
+
+    /// Adds a put whose key and/or value carry the batch's commit sequence number: the 8
+    /// bytes at `key_stamp` of the key (and at `value_stamp` of the value) are replaced,
+    /// when the batch is written, by the sequence number of its first operation,
+    /// big-endian, so such keys sort in commit order. See [`crate::engine::Engine::write_seq`].
+    pub fn put_stamped(
+        &mut self,
+        key: &[u8],
+        key_stamp: Option<usize>,
+        value: &[u8],
+        value_stamp: Option<usize>,
+    ) -> &mut Self {
+        self.ensure_header();
+        self.rep.push(KIND_PUT);
+        for (bytes, stamp) in [(key, key_stamp), (value, value_stamp)] {
+            put_len_prefixed(&mut self.rep, bytes);
+            if let Some(at) = stamp {
+                match at.checked_add(8) {
+                    Some(end) if end <= bytes.len() => {
+                        self.stamps.push(self.rep.len() - bytes.len() + at);
+                    }
+                    _ => self.bad_stamp = true,
+                }
+            }
+        }
         self.count = self.count.saturating_add(1);
         self.puts += 1;
         self.check_sizes(key, Some(value));
@@ -72,6 +110,8 @@ impl WriteBatch {
             puts: 0,
             deletes: 0,
             oversized: false,
+            stamps: Vec::new(),
+            bad_stamp: false,
         }
     }
 
@@ -106,6 +146,11 @@ impl WriteBatch {
 
     /// Refuses oversized batches, keys and values.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.bad_stamp {
+            return Err(Error::InvalidArgument(
+                "a sequence stamp lies outside its key or value".into(),
+            ));
+        }
         if self.oversized {
             return Err(Error::InvalidArgument(format!(
                 "key over {MAX_KEY_LEN} bytes or value over {MAX_VALUE_LEN} bytes"
@@ -130,7 +175,16 @@ impl WriteBatch {
         self.ensure_header();
         self.rep[..8].copy_from_slice(&first_seq.to_le_bytes());
         self.rep[8..12].copy_from_slice(&self.count.to_le_bytes());
+        let stamp = first_seq.to_be_bytes();
+        for &at in &self.stamps {
+            self.rep[at..at + 8].copy_from_slice(&stamp);
+        }
         &self.rep
+    }
+
+    /// The encoded batch, handed over without a copy (after `payload_with_seq`).
+    pub(crate) fn into_payload(self) -> Bytes {
+        Bytes::from(self.rep)
     }
 }
 
@@ -141,18 +195,22 @@ pub(crate) struct Op<'a> {
 }
 
 /// Calls `f(index, key, value)` for each op of a payload this process encoded itself,
-/// without collecting them (the write path's hot loop).
-pub(crate) fn for_each_op(payload: &[u8], mut f: impl FnMut(u64, &[u8], Option<&[u8]>)) {
+/// without collecting or copying them (the write path's hot loop): the keys and values are
+/// slices of `payload`, so the memtable shares the batch's one buffer.
+pub(crate) fn for_each_op(payload: &Bytes, mut f: impl FnMut(u64, Bytes, Option<Bytes>)) {
     let mut pos = BATCH_HEADER;
     let mut i = 0;
+    let slice_of = |pos: &mut usize| -> Option<Bytes> {
+        get_len_prefixed(payload, pos).map(|s| payload.slice_ref(s))
+    };
     while pos < payload.len() {
         let kind = payload[pos];
         pos += 1;
-        let Some(key) = get_len_prefixed(payload, &mut pos) else {
+        let Some(key) = slice_of(&mut pos) else {
             return;
         };
         let value = if kind == KIND_PUT {
-            match get_len_prefixed(payload, &mut pos) {
+            match slice_of(&mut pos) {
                 Some(v) => Some(v),
                 None => return,
             }
@@ -211,6 +269,28 @@ mod tests {
         for cut in 0..payload.len() {
             assert!(decode_payload(&payload[..cut]).is_none());
         }
+    }
+
+    #[test]
+    fn stamps_carry_the_commit_sequence() {
+        let mut b = WriteBatch::new();
+        b.put(b"plain", b"v");
+        b.put_stamped(
+            b"c\0\0\0\0\0\0\0\0/x",
+            Some(1),
+            b"at:\0\0\0\0\0\0\0\0",
+            Some(3),
+        );
+        let payload = b.payload_with_seq(0x0102_0304_0506_0708).to_vec();
+        let (_, ops) = decode_payload(&payload).expect("decodes");
+        assert_eq!(ops[1].key, b"c\x01\x02\x03\x04\x05\x06\x07\x08/x");
+        assert_eq!(
+            ops[1].value,
+            Some(&b"at:\x01\x02\x03\x04\x05\x06\x07\x08"[..])
+        );
+        let mut bad = WriteBatch::new();
+        bad.put_stamped(b"short", Some(0), b"v", None);
+        assert!(matches!(bad.validate(), Err(Error::InvalidArgument(_))));
     }
 
     #[test]

@@ -200,7 +200,10 @@ pub(super) fn run_worker(inner: &Inner) {
                 if !w.shutdown {
                     inner.work_cv.wait_for(&mut w, backoff);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // A full disk is looked at again within a second, so writes resume soon
+                // after space comes back; other failures back off further.
+                let cap = if e.is_no_space() { 1 } else { 5 };
+                backoff = (backoff * 2).min(Duration::from_secs(cap));
             }
         }
         inner.flush_done_cv.notify_all();

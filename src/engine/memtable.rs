@@ -59,16 +59,11 @@ impl Memtable {
         self.id
     }
 
-    /// Inserts a version; `value` `None` is a tombstone.
-    pub fn insert(&self, key: &[u8], seq: u64, value: Option<&[u8]>) {
-        let size = key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD;
-        self.map.insert(
-            MemKey {
-                key: Bytes::copy_from_slice(key),
-                seq,
-            },
-            value.map(Bytes::copy_from_slice),
-        );
+    /// Inserts a version; `value` `None` is a tombstone. The key and value may share one
+    /// buffer (a batch's payload): nothing is copied.
+    pub fn insert(&self, key: Bytes, seq: u64, value: Option<Bytes>) {
+        let size = key.len() + value.as_ref().map_or(0, Bytes::len) + ENTRY_OVERHEAD;
+        self.map.insert(MemKey { key, seq }, value);
         self.bytes.fetch_add(size, AtomicOrdering::Relaxed);
         self.entries.fetch_add(1, AtomicOrdering::Relaxed);
         self.max_seq.fetch_max(seq, AtomicOrdering::Relaxed);
@@ -191,9 +186,10 @@ mod tests {
                 seq,
             })
         };
-        m.insert(b"k", 1, Some(b"v1"));
-        m.insert(b"k", 3, Some(b"v3"));
-        m.insert(b"k", 5, None);
+        let b = |s: &'static [u8]| Bytes::from_static(s);
+        m.insert(b(b"k"), 1, Some(b(b"v1")));
+        m.insert(b(b"k"), 3, Some(b(b"v3")));
+        m.insert(b(b"k"), 5, None);
         assert_eq!(get(b"k", 0), None);
         assert_eq!(get(b"k", 2), Some(Some(Bytes::from_static(b"v1"))));
         assert_eq!(get(b"k", 4), Some(Some(Bytes::from_static(b"v3"))));

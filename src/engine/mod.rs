@@ -228,8 +228,19 @@ impl Engine {
 
     /// Applies `batch` atomically: all of it or none, also across a crash.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.write_seq(batch).map(drop)
+    }
+
+    /// [`Engine::write`], returning the sequence number of the batch's first operation:
+    /// its commit position (sequence numbers grow in commit order; readers see a prefix).
+    pub fn write_seq(&self, batch: WriteBatch) -> Result<u64> {
         let _span = tracing::info_span!("engine.write", ops = batch.len()).entered();
         self.inner.write(batch)
+    }
+
+    /// The highest sequence number readers see now: every write up to it is visible.
+    pub fn visible_sequence(&self) -> u64 {
+        self.inner.visible_seq.load(Ordering::SeqCst)
     }
 
     /// The newest value of `key`.

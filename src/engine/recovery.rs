@@ -303,11 +303,13 @@ fn recover(
     let mut in_memory = false;
     for &(seg, len) in &to_replay {
         let path = wal::segment_path(wal_dir, seg);
-        let data = fs
-            .open(&path, false)
-            .and_then(|f| read_all(&*f))
-            .ctx(|| format!("read WAL segment {}", path.display()))?;
+        let data = bytes::Bytes::from(
+            fs.open(&path, false)
+                .and_then(|f| read_all(&*f))
+                .ctx(|| format!("read WAL segment {}", path.display()))?,
+        );
         let mem = Memtable::new(seg);
+        // The memtable shares the segment's buffer: nothing is copied per entry.
         let replay = wal::replay(
             &path,
             &data,
@@ -315,11 +317,11 @@ fn recover(
             last_seq,
             |first, ops| {
                 for (j, op) in ops.iter().enumerate() {
-                    mem.insert(op.key, first + j as u64, op.value);
+                    let value = op.value.map(|v| data.slice_ref(v));
+                    mem.insert(data.slice_ref(op.key), first + j as u64, value);
                 }
             },
         )?;
-        drop(data);
         if let Some(at) = replay.truncated_at {
             tracing::warn!(path = %path.display(), offset = at, "truncated a torn WAL tail");
             wal::truncate(fs, &path, at)?;

@@ -53,16 +53,19 @@ impl Inner {
         mem.len() >= self.opts.flush_size || mem.approximate_bytes() >= self.opts.memtable_bytes
     }
 
-    /// Applies a batch: admission, WAL, memtable, then the sync policy.
-    pub(super) fn write(&self, mut batch: WriteBatch) -> Result<()> {
+    /// Applies a batch: admission, WAL, memtable, then the sync policy. Returns the
+    /// sequence number of its first operation (0 for an empty batch).
+    pub(super) fn write(&self, mut batch: WriteBatch) -> Result<u64> {
         batch.validate()?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.admit()?;
         let count = batch.len() as u64;
+        let (puts, deletes) = batch.op_counts();
+        let encoded_len = batch.encoded_len() as u64;
         let always = self.opts.sync == SyncPolicy::Always;
-        let (lsn, last_seq) = {
+        let (lsn, first_seq, last_seq) = {
             let mut w = self.wal.lock();
             self.check_poisoned()?;
             if self.closed.load(Ordering::SeqCst) {
@@ -78,15 +81,15 @@ impl Inner {
             let seg = self
                 .active_segment(&mut w)
                 .map_err(|e| self.note_error(e))?;
-            let payload = batch.payload_with_seq(first);
-            let framed = seg.append(payload);
+            let framed = seg.append(batch.payload_with_seq(first));
             if !always {
                 // Every batch goes to the OS before it is acknowledged; a failed write
                 // leaves nothing behind, and nothing reached the memtable yet.
                 self.flush_wal(&mut w)?;
             }
             let mem = &w.mem;
-            for_each_op(payload, |i, key, value| mem.insert(key, first + i, value));
+            let payload = batch.into_payload();
+            for_each_op(&payload, |i, key, value| mem.insert(key, first + i, value));
             w.last_seq += count;
             w.lsn += framed as u64;
             if !always {
@@ -94,17 +97,16 @@ impl Inner {
                 self.visible_seq.fetch_max(w.last_seq, Ordering::SeqCst);
             }
             add(&self.counters.wal_bytes, framed as u64);
-            (w.lsn, w.last_seq)
+            (w.lsn, first, w.last_seq)
         };
-        let (puts, deletes) = batch.op_counts();
         add(&self.counters.puts, puts);
         add(&self.counters.deletes, deletes);
-        add(&self.counters.written_bytes, batch.encoded_len() as u64);
+        add(&self.counters.written_bytes, encoded_len);
         inc(&self.counters.batches);
         if always {
             self.sync_to(lsn, last_seq)?;
         }
-        Ok(())
+        Ok(first_seq)
     }
 
     /// The active WAL segment, created now if an earlier attempt found the disk full.

@@ -2,6 +2,7 @@
 //!
 //! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
 
+pub mod backup;
 pub mod error;
 pub(crate) mod head;
 pub mod limits;
