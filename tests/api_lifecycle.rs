@@ -299,3 +299,83 @@ fn config_command_and_invalid_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
     let _ = expect_error; // shared helper used by the other test binary
 }
+
+/// Issue 8, item 7: a 500 carried the engine's message, with the absolute path of the
+/// damaged file. Now the body is `{"error":"internal error","status":500,"trace_id":…}` and
+/// the log line (with the same trace id) has the details.
+#[test]
+fn internal_errors_carry_a_trace_id_and_no_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let s = Server::start(&dir, &[]);
+    let pad = "p".repeat(20_000);
+    assert_eq!(
+        s.post("/api/dmg", &json!({"_id": "d", "pad": pad}))
+            .status(),
+        201
+    );
+    // A compaction flushes the memtable to a table.
+    let tables = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join("sst"))
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        s.client
+            .post(s.url("/api/_compact"))
+            .send()
+            .unwrap()
+            .status(),
+        202
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let flushed = || json(s.get("/api/metrics"))["flushes"].as_u64() > Some(0);
+    while tables().is_empty() || !flushed() {
+        assert!(std::time::Instant::now() < deadline, "no table written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.stop();
+    let tables = tables();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    // Damage the first data block (its checksum no longer matches).
+    let mut bytes = std::fs::read(&tables[0]).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&tables[0], bytes).unwrap();
+
+    let s = Server::start(&dir, &[]);
+    let r = s.get("/api/dmg/d");
+    assert_eq!(r.status(), 500);
+    let body = json(r);
+    assert_eq!(body["error"], "internal error", "{body}");
+    assert_eq!(body["status"], 500);
+    let trace_id = body["trace_id"].as_str().expect("trace_id").to_string();
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    assert!(trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let text = body.to_string();
+    assert!(!text.contains('/'), "a path leaked: {text}");
+    assert!(!text.contains(tmp.path().to_str().unwrap()));
+    // The log has the details, under the same trace id.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = s
+            .output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&trace_id) && l.contains("corruption") && l.contains("sst"));
+        if logged {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with the trace id and the cause: {:?}",
+            s.output.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.stop();
+}

@@ -1,6 +1,5 @@
 //! Probes and process figures: health, readiness, `/api/stats`, `/api/metrics`, OpenAPI.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -12,6 +11,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::startup::Phase;
 use super::AppState;
 use crate::telemetry::memory;
 
@@ -26,17 +26,38 @@ pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// `GET /api/ready`: 503 while shutting down or when the engine is poisoned.
+/// `GET /api/ready`: 200 when requests can be served. 503 with a `phase` while the engine
+/// opens (`opening`, then `replaying_wal` with `progress`), while shutting down
+/// (`shutting_down`), and when the engine is poisoned (`poisoned`). Transient pressure
+/// (memory, the flush queue) does not make it 503: those requests get 503 + `Retry-After`.
 pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
-    if !st.ready.load(Ordering::SeqCst) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    let not_ready = |phase: &str, message: String, extra: Option<Value>| {
+        let mut body = json!({"error": message, "status": 503, "phase": phase});
+        if let Some(p) = extra {
+            body["progress"] = p;
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    };
+    match st.startup.phase() {
+        Phase::Opening => {
+            return match st.startup.progress() {
+                Some((done, total)) => not_ready(
+                    "replaying_wal",
+                    format!("replaying the write-ahead log: {done} of {total} bytes"),
+                    Some(json!({"replayed_bytes": done, "total_bytes": total})),
+                ),
+                None => not_ready("opening", "opening the data directory".into(), None),
+            }
+        }
+        Phase::ShuttingDown => return not_ready("shutting_down", "shutting down".into(), None),
+        Phase::Serving => {}
     }
-    if st.store.engine().is_poisoned() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "engine poisoned after a failed fsync; writes refused",
-        )
-        .into_response();
+    if st.store().is_ok_and(|s| s.engine().is_poisoned()) {
+        return not_ready(
+            "poisoned",
+            "engine poisoned after a failed write or fsync; writes refused until a restart".into(),
+            None,
+        );
     }
     Json(json!({"status": "ready"})).into_response()
 }
@@ -55,7 +76,7 @@ pub async fn openapi() -> Response {
 
 /// `GET /api/metrics`: the engine's counters under MiniDBGo's names (JSON).
 pub async fn metrics_json(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let named = super::routes::blocking(move || Ok(store.engine().stats().named())).await?;
     let map: Map<String, Value> = named.into_iter().map(|(k, v)| (k, json!(v))).collect();
     Ok(Json(Value::Object(map)).into_response())
@@ -103,7 +124,7 @@ fn stats_body(st: &AppState, tasks: u64) -> Value {
         "uptime_secs": st.started.elapsed().as_secs_f64().floor(),
         "threads": status.threads,
         "in_flight": st.config.server.max_in_flight.saturating_sub(st.in_flight.available_permits()),
-        "ready": st.ready.load(Ordering::SeqCst),
+        "ready": st.startup.phase() == Phase::Serving,
         // MiniDBGo's fields (its web dashboard plots them), mapped to what MiniDB has.
         "system_cpu_percent": system_cpu,
         "go_num_goroutine": tasks,

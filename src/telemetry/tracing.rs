@@ -33,7 +33,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -321,11 +321,19 @@ fn install_subscriber(
             .map_err(|e| TelemetryError::Config(format!("log level: {e}")))?;
         filter = filter.add_directive(lifecycle);
     }
+    // The log level filters the logs only: spans at info and above (requests, store,
+    // engine) always get OpenTelemetry ids, so a request has a trace id (logged, and in 500
+    // bodies) even when the log level hides its span.
+    let spans: tracing_subscriber::filter::Targets =
+        format!("info,{QUIET_DEPENDENCIES}")
+            .parse()
+            .map_err(|e| TelemetryError::Config(format!("span filter: {e}")))?;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("minidb"))
         .with_location(false)
         .with_threads(false)
-        .with_tracked_inactivity(false);
+        .with_tracked_inactivity(false)
+        .with_filter(spans);
     let json = (cfg.log_format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .event_format(JsonLines)
@@ -334,11 +342,9 @@ fn install_subscriber(
     let text = (cfg.log_format == LogFormat::Text)
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stdout));
     tracing_subscriber::registry()
-        .with(filter)
         .with(RequestFieldsLayer)
         .with(otel)
-        .with(json)
-        .with(text)
+        .with(tracing_subscriber::Layer::and_then(json, text).with_filter(filter))
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))
 }

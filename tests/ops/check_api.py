@@ -137,11 +137,13 @@ class Server:
         return bad
 
     def wait_healthy(self, timeout: float = 30) -> None:
+        # The server listens before its engine is open: wait for readiness as well.
         deadline = time.monotonic() + timeout
         while True:
             try:
                 status, _, body = request(self.base, "GET", "/api/health", timeout=5)
-                if status == 200 and json.loads(body) == {"status": "ok"}:
+                ready, _, _ = request(self.base, "GET", "/api/ready", timeout=5)
+                if status == 200 and json.loads(body) == {"status": "ok"} and ready == 200:
                     return
             except (OSError, http.client.HTTPException, ValueError):
                 pass
