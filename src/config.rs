@@ -345,7 +345,7 @@ impl Config {
                     "telemetry.otlp_endpoint",
                     format!(
                         "{:?} is not an http(s):// URL",
-                        crate::telemetry::redact::redact_url(ep)
+                        crate::redact::redact_url(ep)
                     ),
                 );
             }

@@ -7,9 +7,9 @@
 //! (read `addr`); in text mode the line ends with `listening on ADDR addr=ADDR`. Lifecycle
 //! lines are written at every log level.
 
-use super::redact::redact_urls;
 use super::tracing::JsonLines;
 use super::LogFormat;
+use crate::redact::redact_urls;
 
 /// The log target of lifecycle lines; the log filter always lets it through at `info`.
 pub const LIFECYCLE_TARGET: &str = "minidb::lifecycle";

@@ -34,7 +34,6 @@ pub mod access;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
-pub mod redact;
 pub mod tracing;
 
 use std::future::Future;

@@ -40,8 +40,8 @@ use tracing_subscriber::EnvFilter;
 
 use super::access::{RequestFields, RequestFieldsLayer};
 use super::lifecycle::LIFECYCLE_TARGET;
-use super::redact::{redact_url, redact_urls};
 use super::{LogFormat, TelemetryConfig, TelemetryError};
+use crate::redact::{redact_url, redact_urls};
 
 /// Filter directives added when `RUST_LOG` is not set: the exporter's own transport stays
 /// quiet (and out of the traces it exports).
