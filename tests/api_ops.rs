@@ -131,14 +131,23 @@ impl Logged {
             assert!(std::time::Instant::now() < deadline, "no listening line");
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        Logged {
+        let logged = Logged {
             child,
             base: format!("http://{addr}"),
             stdout,
             stderr,
             pumps: vec![h1, h2],
             _tmp: tmp,
-        }
+        };
+        // The listener is bound before the engine opens; requests get 503 until ready.
+        let probe = client();
+        wait_until("the server to be ready", || {
+            probe
+                .get(logged.url("/api/ready"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+        logged
     }
 
     fn url(&self, path: &str) -> String {
@@ -381,6 +390,8 @@ fn access_lines(out: &[String]) -> Vec<serde_json::Map<String, Value>> {
     objects(out, "stdout")
         .into_iter()
         .filter(|o| o["target"] == "minidb::access")
+        // `Logged::start` polls readiness; those lines are the harness's, not the test's.
+        .filter(|o| o["path"] != "/api/ready")
         .collect()
 }
 
