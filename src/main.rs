@@ -536,7 +536,11 @@ async fn open_engine(
     let opened = tokio::task::spawn_blocking(move || {
         let display = dir.display().to_string();
         match Engine::open(&dir, opts) {
-            Ok(e) => Ok(e),
+            Ok(e) => {
+                // Under the engine's lock, so no other process streams from them.
+                server::backup::clear_scratch(&dir);
+                Ok(e)
+            }
             Err(engine::Error::Locked { dir }) => Err(anyhow!(
                 "data directory {} is locked by another minidb process",
                 dir.display()

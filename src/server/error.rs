@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::engine;
+use crate::server::backup::BackupError;
 use crate::store::StoreError;
 
 /// An error response.
@@ -201,6 +202,19 @@ pub fn current_trace_id() -> Option<String> {
 impl From<engine::Error> for ApiError {
     fn from(err: engine::Error) -> Self {
         StoreError::Engine(err).into()
+    }
+}
+
+impl From<BackupError> for ApiError {
+    fn from(err: BackupError) -> Self {
+        match err {
+            BackupError::Engine(e) => e.into(),
+            BackupError::Io { context, source } => StoreError::Io { context, source }.into(),
+            // Restore-side errors; a backup never returns them.
+            e @ (BackupError::BadArchive(_) | BackupError::TargetNotEmpty(_)) => {
+                ApiError::internal(e)
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
 
 pub mod backup;
+pub(crate) mod backup_route;
 pub mod error;
 pub(crate) mod head;
 pub mod limits;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub started: Instant,
     /// True while an API-triggered compaction runs.
     pub compacting: AtomicBool,
+    /// True while `GET /api/_backup` streams.
+    pub backing_up: AtomicBool,
     /// Permits for requests in flight.
     pub in_flight: Arc<Semaphore>,
     /// What requests hold in memory (bodies, documents read, search buffers).
@@ -79,6 +82,7 @@ impl AppState {
             config,
             started: Instant::now(),
             compacting: AtomicBool::new(false),
+            backing_up: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(permits)),
             memory,
             cpu: probes::CpuSampler::default(),
@@ -135,6 +139,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/openapi.json", get(probes::openapi))
         .route("/api/_collections", get(routes::collections))
         .route("/api/_compact", post(routes::compact))
+        .route("/api/_backup", get(backup_route::backup))
         .route("/api/{col}", post(routes::insert_one))
         .route("/api/{col}/_insertMany", post(routes::insert_many))
         .route("/api/{col}/_search", post(search::search))
