@@ -11,6 +11,26 @@ use std::time::Duration;
 use api::{command, expect_error, json, Server, SlowRequest};
 use serde_json::{json, Value};
 
+/// `minidb_http_requests_in_flight` from `/metrics`.
+fn in_flight(s: &Server) -> f64 {
+    let text = s.get("/metrics").text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("minidb_http_requests_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no minidb_http_requests_in_flight in /metrics"))
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn restart_keeps_data_and_sigterm_drains() {
     let tmp = tempfile::tempdir().unwrap();
@@ -27,15 +47,23 @@ fn restart_keeps_data_and_sigterm_drains() {
     s.put("/api/keep/single", &json!({"v": "x"}));
 
     // An in-flight request (half its body sent) when SIGTERM arrives still completes.
+    let before = in_flight(&s);
     let slow = SlowRequest::begin(
         &s.addr,
         "POST",
         "/api/keep",
         br#"{"_id": "inflight", "v": 1}"#,
     );
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("the slow request to be in flight", || {
+        in_flight(&s) > before
+    });
     s.term();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("readiness to turn 503 (draining)", || {
+        s.client
+            .get(s.url("/api/ready"))
+            .send()
+            .map_or(true, |r| r.status() == 503)
+    });
     // Not accepting new connections any more (or refusing them), but the old one drains.
     let (status, body) = slow.finish();
     assert_eq!(status, 201, "{body}");
@@ -102,7 +130,10 @@ fn kill_9_during_concurrent_writes_keeps_every_acknowledged_document() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill while writes are going on: once a few hundred have been acknowledged.
+    wait_until("200 acknowledged writes", || {
+        acked.lock().unwrap().len() >= 200
+    });
     s.kill9();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
