@@ -37,6 +37,50 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
+    /// Document expiry.
+    pub expiry: ExpiryConfig,
+    /// The change feed.
+    pub changes: ChangesConfig,
+}
+
+/// `[expiry]`: the sweeper that deletes expired documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExpiryConfig {
+    /// How often the sweeper looks for expired documents: the longest an expired document
+    /// still counts in `_collections` (reads never return it).
+    pub sweep_interval_ms: u64,
+    /// Most documents one sweeper pass deletes before it lets other work run.
+    pub sweep_batch: usize,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        ExpiryConfig {
+            sweep_interval_ms: 1000,
+            sweep_batch: 1000,
+        }
+    }
+}
+
+/// `[changes]`: the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChangesConfig {
+    /// How long deletions (and expiries) stay in the feed; a reader resuming from before
+    /// the oldest one kept gets 410.
+    pub retention_secs: u64,
+    /// The longest `feed=longpoll` waits (`timeout` is capped to it).
+    pub max_longpoll_ms: u64,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        ChangesConfig {
+            retention_secs: 86_400,
+            max_longpoll_ms: 25_000,
+        }
+    }
 }
 
 /// `[server]`.
@@ -272,6 +316,10 @@ impl Config {
             ("server.header_timeout_secs", s.header_timeout_secs),
             ("server.body_timeout_secs", s.body_timeout_secs),
             ("server.idle_timeout_secs", s.idle_timeout_secs),
+            ("expiry.sweep_interval_ms", self.expiry.sweep_interval_ms),
+            ("expiry.sweep_batch", self.expiry.sweep_batch as u64),
+            ("changes.retention_secs", self.changes.retention_secs),
+            ("changes.max_longpoll_ms", self.changes.max_longpoll_ms),
             ("storage.flush_size", self.storage.flush_size as u64),
             ("storage.memtable_mb", self.storage.memtable_mb as u64),
             (

@@ -25,6 +25,8 @@ pub struct ApiError {
     pub rejection: Option<&'static str>,
     /// The request's trace id, in the body of errors whose details only the log has.
     pub trace_id: Option<String>,
+    /// A header with a number the client needs (the feed's oldest sequence on a 410).
+    pub header: Option<(&'static str, u64)>,
 }
 
 /// Response extension naming why a request was refused (`busy`, `memory`, `concurrency`,
@@ -53,6 +55,7 @@ impl ApiError {
             retry_after: None,
             rejection: None,
             trace_id: None,
+            header: None,
         }
     }
 
@@ -114,10 +117,12 @@ pub fn status_of(err: &StoreError) -> (StatusCode, Option<u64>) {
         | S::InvalidFilter(_)
         | S::InvalidUpdate(_)
         | S::InvalidCursor
+        | S::InvalidTtl(_)
         | S::InvalidDumpLine { .. }
         | S::TooMany { .. } => (StatusCode::BAD_REQUEST, None),
         S::AtIndex { source, .. } => status_of(source),
         S::NotFound { .. } => (StatusCode::NOT_FOUND, None),
+        S::ChangesGone { .. } => (StatusCode::GONE, None),
         S::Conflict { .. } => (StatusCode::CONFLICT, None),
         S::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
         S::InvalidKey(_) | S::CorruptValue(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -227,6 +232,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(reason) = self.rejection {
             resp.extensions_mut().insert(Rejection(reason));
+        }
+        if let Some((name, v)) = self.header {
+            resp.headers_mut().insert(name, HeaderValue::from(v));
         }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub(crate) mod backup_route;
+pub(crate) mod changes;
 pub mod error;
 pub(crate) mod head;
 pub mod limits;
@@ -13,6 +14,8 @@ pub mod probes;
 pub mod routes;
 pub mod search;
 pub mod startup;
+pub(crate) mod sweeper;
+pub(crate) mod ttl;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +55,11 @@ pub struct AppState {
     pub compacting: AtomicBool,
     /// True while `GET /api/_backup` streams.
     pub backing_up: AtomicBool,
+    /// The sequence number of the latest committed write, for change-feed waiters.
+    pub changes: tokio::sync::watch::Sender<u64>,
+    /// Permits for change-feed readers (long polls and streams wait without an in-flight
+    /// permit).
+    pub feed_waiters: Arc<Semaphore>,
     /// Permits for requests in flight.
     pub in_flight: Arc<Semaphore>,
     /// What requests hold in memory (bodies, documents read, search buffers).
@@ -83,6 +91,8 @@ impl AppState {
             started: Instant::now(),
             compacting: AtomicBool::new(false),
             backing_up: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
+            feed_waiters: Arc::new(Semaphore::new(permits)),
             in_flight: Arc::new(Semaphore::new(permits)),
             memory,
             cpu: probes::CpuSampler::default(),
@@ -90,9 +100,13 @@ impl AppState {
         })
     }
 
-    /// Serves `store` from now on; gives it back if shutdown began first (the caller
-    /// then shuts its engine down).
-    pub fn open(&self, store: Arc<Store>) -> Result<(), Arc<Store>> {
+    /// Serves `store` from now on, with its expiry sweeper when a runtime is there to run
+    /// it; gives it back if shutdown began first (the caller then shuts its engine down).
+    pub fn open(self: &Arc<Self>, store: Arc<Store>) -> Result<(), Arc<Store>> {
+        let tx = self.changes.clone();
+        store.set_on_commit(Box::new(move |seq| {
+            tx.send_replace(seq);
+        }));
         let mut slot = Some(store);
         let served = self.startup.serve_with(|| {
             if let Some(s) = slot.take() {
@@ -101,7 +115,12 @@ impl AppState {
         });
         match (served, slot) {
             (false, Some(s)) => Err(s),
-            _ => Ok(()),
+            _ => {
+                if let (Ok(_), Ok(store)) = (tokio::runtime::Handle::try_current(), self.store()) {
+                    sweeper::spawn(self.clone(), store.clone());
+                }
+                Ok(())
+            }
         }
     }
 
@@ -140,6 +159,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/_collections", get(routes::collections))
         .route("/api/_compact", post(routes::compact))
         .route("/api/_backup", get(backup_route::backup))
+        .route("/api/_changes", get(changes::all_changes))
+        .route("/api/{col}/_changes", get(changes::collection_changes))
+        .route(
+            "/api/{col}/_ttl",
+            get(ttl::get_ttl).put(ttl::put_ttl).delete(ttl::delete_ttl),
+        )
         .route("/api/{col}", post(routes::insert_one))
         .route("/api/{col}/_insertMany", post(routes::insert_many))
         .route("/api/{col}/_search", post(search::search))
@@ -214,7 +239,12 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             axum::http::header::IF_MATCH,
             axum::http::header::IF_NONE_MATCH,
         ])
-        .expose_headers([axum::http::header::ETAG, axum::http::header::RETRY_AFTER])
+        .expose_headers([
+            axum::http::header::ETAG,
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderName::from_static(ttl::EXPIRES_AT),
+            axum::http::HeaderName::from_static(ttl::EXPIRES_IN),
+        ])
 }
 
 /// Binds the configured address.

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::memory;
+use super::ttl::{ttl_of, with_expiry, TtlQuery};
 use super::AppState;
 use crate::store::{document::id_of, json, Filter, StoreError, StoredDoc, Update};
 
 type St = State<Arc<AppState>>;
+type TtlParam = Result<Query<TtlQuery>, QueryRejection>;
 
 /// Runs blocking store work off the async workers.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -111,25 +113,22 @@ fn keyed_answer(status: StatusCode, word: &str, col: &str, id: &str, version: u6
 pub async fn insert_one(
     State(st): St,
     Path(col): Path<String>,
+    q: TtlParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let ttl = ttl_of(q)?.ttl()?;
     let len = body.as_ref().map_or(0, |b| b.len() as u64);
     let doc = json_body(body)?;
     let store = st.store()?.clone();
     let c = col.clone();
-    let (id, version) = blocking(move || {
-        let version = store.insert(&c, &doc)?;
-        Ok((id_of(&doc)?.to_owned(), version))
+    let (id, (version, expires)) = blocking(move || {
+        let written = store.insert_ttl(&c, &doc, ttl)?;
+        Ok((id_of(&doc)?.to_owned(), written))
     })
     .await?;
     st.memory.observe(&col, len);
-    Ok(keyed_answer(
-        StatusCode::CREATED,
-        "created",
-        &col,
-        &id,
-        version,
-    ))
+    let resp = keyed_answer(StatusCode::CREATED, "created", &col, &id, version);
+    Ok(with_expiry(resp, expires))
 }
 
 /// `PUT /api/{col}/{id}`: upsert.
@@ -137,16 +136,19 @@ pub async fn put_doc(
     State(st): St,
     Path((col, id)): Path<(String, String)>,
     headers: HeaderMap,
+    q: TtlParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let ttl = ttl_of(q)?.ttl()?;
     let want = if_match(&headers);
     let len = body.as_ref().map_or(0, |b| b.len() as u64);
     let doc = json_body(body)?;
     let store = st.store()?.clone();
     let (c, i) = (col.clone(), id.clone());
-    let (version, _) = blocking(move || store.put(&c, &i, doc, want)).await?;
+    let (version, _, expires) = blocking(move || store.put_ttl(&c, &i, doc, want, ttl)).await?;
     st.memory.observe(&col, len);
-    Ok(keyed_answer(StatusCode::OK, "ok", &col, &id, version))
+    let resp = keyed_answer(StatusCode::OK, "ok", &col, &id, version);
+    Ok(with_expiry(resp, expires))
 }
 
 /// `GET /api/{col}/{id}`: the document, with its ETag. It is read inside the request-memory
@@ -163,7 +165,12 @@ pub async fn get_doc(
         .reserve_read(None, &col, memory::GET_FACTOR, 0, "reading this document")
         .await?;
     let c = col.clone();
-    let StoredDoc { version, json } = blocking(move || store.get(&c, &id)).await?;
+    let StoredDoc {
+        version,
+        json,
+        expires_ms,
+        ..
+    } = blocking(move || store.get(&c, &id)).await?;
     st.memory.observe(&col, json.len() as u64);
     if !st
         .memory
@@ -173,12 +180,14 @@ pub async fn get_doc(
     }
     let tag = etag(version);
     if headers.get(header::IF_NONE_MATCH) == Some(&tag) {
-        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), version));
+        let resp = with_etag(StatusCode::NOT_MODIFIED.into_response(), version);
+        return Ok(with_expiry(resp, expires_ms));
     }
     // The read's transient copy is gone: the document alone is held while it is sent.
     let _ = st.memory.try_resize(&mut held, json.len() as u64);
     let body = Body::new(memory::Held::new(Body::from(json), held));
-    Ok(with_etag(raw_json(StatusCode::OK, body), version))
+    let resp = with_etag(raw_json(StatusCode::OK, body), version);
+    Ok(with_expiry(resp, expires_ms))
 }
 
 /// `PATCH /api/{col}/{id}`: `$set`/`$unset`/`$inc`, atomically; returns the new document.
@@ -189,11 +198,22 @@ pub async fn patch_doc(
     Path((col, id)): Path<(String, String)>,
     headers: HeaderMap,
     body_held: Option<Extension<memory::BodyReservation>>,
+    q: TtlParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let q = ttl_of(q)?;
+    let ttl = q.ttl()?;
     let body_held = body_held.map(|Extension(b)| b);
     let want = if_match(&headers);
-    let update = Update::parse(&json_body(body)?)?;
+    // With `?ttl` and no body, the document is written again unchanged: a session extended.
+    let empty = body
+        .as_ref()
+        .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+    let update = if q.given() && empty {
+        None
+    } else {
+        Some(Update::parse(&json_body(body)?)?)
+    };
     let store = st.store()?.clone();
     let mut held = st
         .memory
@@ -206,12 +226,16 @@ pub async fn patch_doc(
         )
         .await?;
     let c = col.clone();
-    let doc = blocking(move || store.patch(&c, &id, &update, want)).await?;
+    let doc = blocking(move || store.patch_ttl(&c, &id, update.as_ref(), want, ttl)).await?;
     st.memory.observe(&col, doc.json.len() as u64);
     // The write is done; only the answer is held now.
     let _ = st.memory.try_resize(&mut held, doc.json.len() as u64);
+    let (version, expires) = (doc.version, doc.expires_ms);
     let body = Body::new(memory::Held::new(Body::from(doc.json), held));
-    Ok(with_etag(raw_json(StatusCode::OK, body), doc.version))
+    Ok(with_expiry(
+        with_etag(raw_json(StatusCode::OK, body), version),
+        expires,
+    ))
 }
 
 /// `DELETE /api/{col}/{id}`.
@@ -231,8 +255,10 @@ pub async fn delete_doc(
 pub async fn insert_many(
     State(st): St,
     Path(col): Path<String>,
+    q: TtlParam,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let ttl = ttl_of(q)?.ttl()?;
     let len = body.as_ref().map_or(0, |b| b.len() as u64);
     let docs = match json_body(body)? {
         Value::Array(docs) => docs,
@@ -245,7 +271,7 @@ pub async fn insert_many(
     };
     let store = st.store()?.clone();
     let c = col.clone();
-    let n = blocking(move || store.insert_many(&c, &docs)).await?;
+    let n = blocking(move || store.insert_many_ttl(&c, &docs, ttl)).await?;
     if n > 0 {
         // The average document: reads correct the hint for larger ones.
         st.memory.observe(&col, len / n as u64);

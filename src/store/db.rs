@@ -18,12 +18,17 @@ use serde_json::Value;
 
 use super::document::{id_of, prepare_insert, prepare_put};
 use super::error::{Result, StoreError};
+use super::expiry::{now_ms, Ttl};
+use super::feed::{
+    change_key, decode_tombstone, encode_tombstone, expiry_key, global_key, retention_key,
+    tombstone_key, Change, Gone,
+};
 use super::filter::Filter;
 use super::jsonl::parse_line;
 use super::key::{collection_range, decode_doc_key, doc_key, resume_key, DOC_TAG};
 use super::meta::{
-    decode_envelope, decode_stats, decode_stats_key, encode_envelope, encode_stats, stats_key,
-    stats_prefix, SHARDS,
+    decode_document, decode_stats, decode_stats_key, encode_document, encode_stats, stats_key,
+    stats_prefix, Envelope, ENVELOPE_SEQ_AT, SHARDS,
 };
 use super::name::{validate_collection, validate_id};
 use super::update::Update;
@@ -34,13 +39,27 @@ pub const MAX_BATCH_DOCS: usize = 1000;
 /// Documents per write batch during a restore.
 const RESTORE_CHUNK: usize = 1000;
 
-/// A stored document: its version (for ETags) and its JSON bytes (with `_id`).
+/// A stored document: its version (for ETags), its JSON bytes (with `_id`), and when it
+/// expires.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StoredDoc {
     /// Grows on every write of the document.
     pub version: u64,
     /// The document as compact JSON.
     pub json: Bytes,
+    /// When it expires, in ms since the Unix epoch (0: never).
+    pub expires_ms: u64,
+}
+
+impl From<Envelope> for StoredDoc {
+    fn from(e: Envelope) -> Self {
+        StoredDoc {
+            version: e.version,
+            json: e.json,
+            expires_ms: e.expires_ms,
+        }
+    }
 }
 
 /// One entry of [`Store::collections`].
@@ -93,6 +112,8 @@ pub struct SearchCursor {
     filter: Arc<Filter>,
     misses: usize,
     scan_budget: Option<usize>,
+    /// Documents expired at this time (the cursor's start) are skipped.
+    now_ms: u64,
 }
 
 impl SearchCursor {
@@ -114,6 +135,7 @@ impl SearchCursor {
             filter,
             misses: 0,
             scan_budget,
+            now_ms: now_ms(),
         })
     }
 
@@ -122,8 +144,11 @@ impl SearchCursor {
         for item in self.scan.by_ref() {
             let (key, value) = item?;
             let (_, id) = decode_doc_key(&key)?;
-            let (_, json) = decode_envelope(&value)?;
-            if self.filter.is_all() || self.filter.matches(&parse_stored(&json)?) {
+            let doc = decode_document(&value)?;
+            let json = doc.json.clone();
+            if !doc.expired_at(self.now_ms)
+                && (self.filter.is_all() || self.filter.matches(&parse_stored(&json)?))
+            {
                 return Ok(Hit::Doc {
                     id: id.to_owned(),
                     json,
@@ -146,15 +171,31 @@ pub type IfMatch = Option<u64>;
 /// Documents over the engine. Cheap to share through `Arc`; all methods block (disk I/O):
 /// call them from `spawn_blocking` in async code.
 pub struct Store {
-    engine: Arc<Engine>,
-    stripes: Box<[Mutex<()>]>,
+    pub(super) engine: Arc<Engine>,
+    pub(super) stripes: Box<[Mutex<()>]>,
     clock: AtomicU64,
+    /// Collections' default lifetimes (seconds; 0: none), read through from `mt` keys.
+    pub(super) ttls: parking_lot::RwLock<HashMap<String, u64>>,
+    /// Called with the sequence number of every committed write (the change feed's waiters).
+    on_commit: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// What a single-document write decides to do with the old value.
 enum Action {
-    Put(Vec<u8>),
+    Put(Vec<u8>, Ttl),
     Delete,
+}
+
+/// The new state of a document, for [`Store::stage`].
+pub(super) enum Next<'a> {
+    /// Stored with this version and expiry.
+    Put {
+        json: &'a [u8],
+        version: u64,
+        expires_ms: u64,
+    },
+    /// Removed, for this reason.
+    Gone(Gone),
 }
 
 impl Store {
@@ -168,7 +209,24 @@ impl Store {
             engine,
             stripes: (0..SHARDS).map(|_| Mutex::new(())).collect(),
             clock: AtomicU64::new(now),
+            ttls: Default::default(),
+            on_commit: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Registers `f` to be called with the sequence number of every committed write (once;
+    /// later calls are ignored). It runs on the writing thread: keep it short.
+    pub fn set_on_commit(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.on_commit.set(f);
+    }
+
+    /// Commits `batch` and tells the change feed's waiters.
+    pub(super) fn commit(&self, batch: WriteBatch) -> Result<u64> {
+        let seq = self.engine.write_seq(batch)?;
+        if let Some(f) = self.on_commit.get() {
+            f(seq);
+        }
+        Ok(seq)
     }
 
     /// The engine under the store.
@@ -176,7 +234,7 @@ impl Store {
         &self.engine
     }
 
-    fn stripe(col: &str, id: &str) -> usize {
+    pub(super) fn stripe(col: &str, id: &str) -> usize {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(col.as_bytes());
         h.update(&[0]);
@@ -184,23 +242,96 @@ impl Store {
         (h.digest() % SHARDS as u64) as usize
     }
 
-    fn next_version(&self, old: u64) -> u64 {
+    pub(super) fn next_version(&self, old: u64) -> u64 {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         tick.max(old + 1)
     }
 
-    fn read_doc(&self, key: &[u8]) -> Result<Option<StoredDoc>> {
+    /// The stored value of `key`, expired or not.
+    pub(super) fn read_doc(&self, key: &[u8]) -> Result<Option<Envelope>> {
         match self.engine.get(key)? {
             None => Ok(None),
-            Some(v) => {
-                let (version, json) = decode_envelope(&v)?;
-                Ok(Some(StoredDoc { version, json }))
-            }
+            Some(v) => decode_document(&v).map(Some),
         }
     }
 
+    /// Adds to `batch` the write of `(col, id)` from `old` (its stored value, expired or
+    /// not) to `next`, with its change-feed entry and expiry index entry, removing those of
+    /// the previous write (or deletion): a document has one feed entry, at its latest change.
+    /// The caller holds the stripe lock.
+    pub(super) fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        (col, id, key): (&str, &str, &[u8]),
+        old: Option<&Envelope>,
+        next: Next<'_>,
+        now: u64,
+    ) -> Result<()> {
+        match old {
+            Some(o) => {
+                if o.seq > 0 {
+                    batch.delete(&change_key(col, Some(o.seq), id).0);
+                    batch.delete(&global_key(Some(o.seq), col, id).0);
+                }
+                if o.expires_ms > 0 {
+                    batch.delete(&expiry_key(o.expires_ms, col, id));
+                }
+            }
+            None => {
+                let tomb = tombstone_key(col, id);
+                if let Some(v) = self.engine.get(&tomb)? {
+                    let (seq, at_ms) = decode_tombstone(&v)?;
+                    batch.delete(&change_key(col, Some(seq), id).0);
+                    batch.delete(&global_key(Some(seq), col, id).0);
+                    batch.delete(&retention_key(at_ms, Some(seq), col, id).0);
+                    batch.delete(&tomb);
+                }
+            }
+        }
+        let change = match next {
+            Next::Put {
+                json,
+                version,
+                expires_ms,
+            } => {
+                batch.put_stamped(
+                    key,
+                    None,
+                    &encode_document(version, expires_ms, json),
+                    Some(ENVELOPE_SEQ_AT),
+                );
+                if expires_ms > 0 {
+                    batch.put(&expiry_key(expires_ms, col, id), b"");
+                }
+                Change {
+                    gone: Gone::No,
+                    expires_ms,
+                    at_ms: now,
+                }
+            }
+            Next::Gone(gone) => {
+                batch.delete(key);
+                let (v, at) = encode_tombstone(now);
+                batch.put_stamped(&tombstone_key(col, id), None, &v, Some(at));
+                let (k, at) = retention_key(now, None, col, id);
+                batch.put_stamped(&k, Some(at), b"", None);
+                Change {
+                    gone,
+                    expires_ms: 0,
+                    at_ms: now,
+                }
+            }
+        };
+        let value = change.encode();
+        let (k, at) = change_key(col, None, id);
+        batch.put_stamped(&k, Some(at), &value, None);
+        let (k, at) = global_key(None, col, id);
+        batch.put_stamped(&k, Some(at), &value, None);
+        Ok(())
+    }
+
     /// Adds `(docs, bytes)` deltas to the statistics shards (locks held by the caller).
-    fn add_stats(
+    pub(super) fn add_stats(
         &self,
         batch: &mut WriteBatch,
         deltas: &HashMap<(String, usize), (i64, i64)>,
@@ -226,7 +357,9 @@ impl Store {
     }
 
     /// Runs one read-modify-write of a document under its stripe lock.
-    fn write_one<F>(&self, col: &str, id: &str, decide: F) -> Result<Option<u64>>
+    /// `decide` sees the live document (an expired one is absent); the counts follow the
+    /// stored one. Returns the new version and expiry, or `None` after a delete.
+    fn write_one<F>(&self, col: &str, id: &str, decide: F) -> Result<Option<(u64, u64)>>
     where
         F: FnOnce(Option<&StoredDoc>) -> Result<Action>,
     {
@@ -235,79 +368,109 @@ impl Store {
         let stripe = Self::stripe(col, id);
         let _guard = self.stripes[stripe].lock();
         let key = doc_key(col, id);
+        let now = now_ms();
         let old = self.read_doc(&key)?;
-        let action = decide(old.as_ref())?;
+        let live = old
+            .as_ref()
+            .filter(|e| !e.expired_at(now))
+            .map(|e| StoredDoc::from(e.clone()));
+        let action = decide(live.as_ref())?;
         let old_len = old.as_ref().map_or(0, |d| d.json.len() as i64);
         let old_n = i64::from(old.is_some());
         let mut batch = WriteBatch::new();
-        let (version, delta) = match action {
-            Action::Put(json) => {
+        let place = (col, id, key.as_slice());
+        let (written, delta) = match action {
+            Action::Put(json, ttl) => {
                 let version = self.next_version(old.as_ref().map_or(0, |d| d.version));
-                batch.put(&key, &encode_envelope(version, &json));
-                (Some(version), (1 - old_n, json.len() as i64 - old_len))
+                let expires_ms = self.expiry_for(col, ttl, now)?;
+                let next = Next::Put {
+                    json: &json,
+                    version,
+                    expires_ms,
+                };
+                self.stage(&mut batch, place, old.as_ref(), next, now)?;
+                (
+                    Some((version, expires_ms)),
+                    (1 - old_n, json.len() as i64 - old_len),
+                )
             }
-            Action::Delete => (None, (-old_n, -old_len)),
+            Action::Delete => {
+                let next = Next::Gone(Gone::Deleted);
+                self.stage(&mut batch, place, old.as_ref(), next, now)?;
+                (None, (-old_n, -old_len))
+            }
         };
         let mut deltas = HashMap::new();
         deltas.insert((col.to_owned(), stripe), delta);
-        if version.is_none() {
-            batch.delete(&key);
-        }
         self.add_stats(&mut batch, &deltas)?;
-        self.engine.write(batch)?;
-        Ok(version)
+        self.commit(batch)?;
+        Ok(written)
     }
 
-    /// Inserts a new document (needs a string `_id`); `Conflict` if it exists. Returns its version.
-    #[tracing::instrument(name = "store.insert", skip_all, fields(collection = %col))]
+    /// Inserts a new document (needs a string `_id`); `Conflict` if it exists. Returns its
+    /// version. It lives as the collection's default lifetime says ([`Store::insert_ttl`]).
     pub fn insert(&self, col: &str, doc: &Value) -> Result<u64> {
+        self.insert_ttl(col, doc, Ttl::Default).map(|(v, _)| v)
+    }
+
+    /// [`Store::insert`] with a lifetime; returns `(version, expires_ms)`.
+    #[tracing::instrument(name = "store.insert", skip_all, fields(collection = %col))]
+    pub fn insert_ttl(&self, col: &str, doc: &Value, ttl: Ttl) -> Result<(u64, u64)> {
         validate_collection(col)?;
         let id = prepare_insert(doc)?.to_owned();
         let json = to_json(doc)?;
-        let version = self.write_one(col, &id, |old| match old {
+        let written = self.write_one(col, &id, |old| match old {
             Some(_) => Err(StoreError::Conflict {
                 collection: col.to_owned(),
                 id: id.clone(),
             }),
-            None => Ok(Action::Put(json)),
+            None => Ok(Action::Put(json, ttl)),
         })?;
-        version.ok_or_else(|| StoreError::CorruptValue("insert wrote nothing".into()))
+        written.ok_or_else(|| StoreError::CorruptValue("insert wrote nothing".into()))
     }
 
     /// Creates or replaces document `id`; returns `(version, created)`.
+    pub fn put(&self, col: &str, id: &str, doc: Value, if_match: IfMatch) -> Result<(u64, bool)> {
+        self.put_ttl(col, id, doc, if_match, Ttl::Default)
+            .map(|(v, created, _)| (v, created))
+    }
+
+    /// [`Store::put`] with a lifetime; returns `(version, created, expires_ms)`.
     #[tracing::instrument(name = "store.put", skip_all, fields(collection = %col))]
-    pub fn put(
+    pub fn put_ttl(
         &self,
         col: &str,
         id: &str,
         mut doc: Value,
         if_match: IfMatch,
-    ) -> Result<(u64, bool)> {
+        ttl: Ttl,
+    ) -> Result<(u64, bool, u64)> {
         validate_collection(col)?;
         prepare_put(&mut doc, id)?;
         let json = to_json(&doc)?;
         let mut created = false;
-        let version = self.write_one(col, id, |old| {
+        let written = self.write_one(col, id, |old| {
             check_if_match(old, if_match)?;
             created = old.is_none();
-            Ok(Action::Put(json))
+            Ok(Action::Put(json, ttl))
         })?;
-        let version =
-            version.ok_or_else(|| StoreError::CorruptValue("put wrote nothing".into()))?;
-        Ok((version, created))
+        let (version, expires_ms) =
+            written.ok_or_else(|| StoreError::CorruptValue("put wrote nothing".into()))?;
+        Ok((version, created, expires_ms))
     }
 
-    /// Reads document `id`.
+    /// Reads document `id`; an expired document is not found, swept or not.
     #[tracing::instrument(name = "store.get", skip_all, fields(collection = %col))]
     pub fn get(&self, col: &str, id: &str) -> Result<StoredDoc> {
         validate_collection(col)?;
         validate_id(id)?;
-        self.read_doc(&doc_key(col, id))?
-            .ok_or_else(|| not_found(col, id))
+        match self.read_doc(&doc_key(col, id))? {
+            Some(e) if !e.expired_at(now_ms()) => Ok(e.into()),
+            _ => Err(not_found(col, id)),
+        }
     }
 
     /// Applies `update` to document `id` atomically; returns the new document.
-    #[tracing::instrument(name = "store.patch", skip_all, fields(collection = %col))]
     pub fn patch(
         &self,
         col: &str,
@@ -315,25 +478,45 @@ impl Store {
         update: &Update,
         if_match: IfMatch,
     ) -> Result<StoredDoc> {
-        let mut new_json = Vec::new();
-        let version = self.write_one(col, id, |old| {
+        self.patch_ttl(col, id, Some(update), if_match, Ttl::Default)
+    }
+
+    /// [`Store::patch`] with a lifetime; without `update` the document is written again
+    /// unchanged (a session's lifetime extended).
+    #[tracing::instrument(name = "store.patch", skip_all, fields(collection = %col))]
+    pub fn patch_ttl(
+        &self,
+        col: &str,
+        id: &str,
+        update: Option<&Update>,
+        if_match: IfMatch,
+        ttl: Ttl,
+    ) -> Result<StoredDoc> {
+        let mut new_json = Bytes::new();
+        let written = self.write_one(col, id, |old| {
             let old = old.ok_or_else(|| not_found(col, id))?;
             check_if_match(Some(old), if_match)?;
-            let mut doc: Value = serde_json::from_slice(&old.json)
-                .map_err(|e| StoreError::CorruptValue(format!("stored document: {e}")))?;
-            update.apply(&mut doc)?;
-            new_json = to_json(&doc)?;
-            Ok(Action::Put(new_json.clone()))
+            new_json = match update {
+                Some(update) => {
+                    let mut doc: Value = serde_json::from_slice(&old.json)
+                        .map_err(|e| StoreError::CorruptValue(format!("stored document: {e}")))?;
+                    update.apply(&mut doc)?;
+                    Bytes::from(to_json(&doc)?)
+                }
+                None => old.json.clone(),
+            };
+            Ok(Action::Put(new_json.to_vec(), ttl))
         })?;
-        let version =
-            version.ok_or_else(|| StoreError::CorruptValue("patch wrote nothing".into()))?;
+        let (version, expires_ms) =
+            written.ok_or_else(|| StoreError::CorruptValue("patch wrote nothing".into()))?;
         Ok(StoredDoc {
             version,
-            json: Bytes::from(new_json),
+            json: new_json,
+            expires_ms,
         })
     }
 
-    /// Deletes document `id`; `NotFound` if it does not exist.
+    /// Deletes document `id`; `NotFound` if it does not exist (or has expired).
     #[tracing::instrument(name = "store.delete", skip_all, fields(collection = %col))]
     pub fn delete(&self, col: &str, id: &str, if_match: IfMatch) -> Result<()> {
         self.write_one(col, id, |old| {
@@ -347,8 +530,13 @@ impl Store {
     }
 
     /// Inserts up to [`MAX_BATCH_DOCS`] new documents atomically: all or none.
-    #[tracing::instrument(name = "store.insert_many", skip_all, fields(collection = %col))]
     pub fn insert_many(&self, col: &str, docs: &[Value]) -> Result<usize> {
+        self.insert_many_ttl(col, docs, Ttl::Default)
+    }
+
+    /// [`Store::insert_many`] with one lifetime for every document of the batch.
+    #[tracing::instrument(name = "store.insert_many", skip_all, fields(collection = %col))]
+    pub fn insert_many_ttl(&self, col: &str, docs: &[Value], ttl: Ttl) -> Result<usize> {
         validate_collection(col)?;
         if docs.len() > MAX_BATCH_DOCS {
             return Err(StoreError::TooMany {
@@ -371,19 +559,25 @@ impl Store {
             }
             items.push((col, id, to_json(doc).map_err(at)?));
         }
-        self.write_many(&items, true)?;
+        self.write_many(&items, true, ttl)?;
         Ok(items.len())
     }
 
     /// Upserts `(collection, id, json)` items in one atomic batch, keeping the counts
-    /// exact. The caller has validated names and documents and gives each key once.
+    /// exact; each lives as its collection's default lifetime says. The caller has validated
+    /// names and documents and gives each key once.
     pub(crate) fn upsert_batch(&self, items: &[(&str, &str, Vec<u8>)]) -> Result<()> {
-        self.write_many(items, false)
+        self.write_many(items, false, Ttl::Default)
     }
 
     /// Writes `(collection, id, json)` items in one batch under all their stripe locks.
-    /// With `insert_only`, an existing document fails the whole batch naming its index.
-    fn write_many(&self, items: &[(&str, &str, Vec<u8>)], insert_only: bool) -> Result<()> {
+    /// With `insert_only`, a live document fails the whole batch naming its index.
+    fn write_many(
+        &self,
+        items: &[(&str, &str, Vec<u8>)],
+        insert_only: bool,
+        ttl: Ttl,
+    ) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -393,12 +587,13 @@ impl Store {
         stripes.dedup();
         let _guards: Vec<MutexGuard<'_, ()>> =
             stripes.iter().map(|&s| self.stripes[s].lock()).collect();
+        let now = now_ms();
         let mut batch = WriteBatch::new();
         let mut deltas: HashMap<(String, usize), (i64, i64)> = HashMap::new();
         for (index, ((col, id, json), stripe)) in items.iter().zip(item_stripes).enumerate() {
             let key = doc_key(col, id);
             let old = self.read_doc(&key)?;
-            if insert_only && old.is_some() {
+            if insert_only && old.as_ref().is_some_and(|o| !o.expired_at(now)) {
                 return Err(StoreError::AtIndex {
                     index,
                     source: Box::new(StoreError::Conflict {
@@ -408,13 +603,19 @@ impl Store {
                 });
             }
             let version = self.next_version(old.as_ref().map_or(0, |d| d.version));
-            batch.put(&key, &encode_envelope(version, json));
+            let expires_ms = self.expiry_for(col, ttl, now)?;
+            let next = Next::Put {
+                json,
+                version,
+                expires_ms,
+            };
+            self.stage(&mut batch, (col, id, &key), old.as_ref(), next, now)?;
             let d = deltas.entry(((*col).to_owned(), stripe)).or_default();
             d.0 += i64::from(old.is_none());
             d.1 += json.len() as i64 - old.as_ref().map_or(0, |o| o.json.len() as i64);
         }
         self.add_stats(&mut batch, &deltas)?;
-        self.engine.write(batch)?;
+        self.commit(batch)?;
         Ok(())
     }
 
@@ -479,16 +680,20 @@ impl Store {
     #[tracing::instrument(name = "store.count", skip_all, fields(collection = %col))]
     pub fn count(&self, col: &str, filter: &Filter) -> Result<u64> {
         validate_collection(col)?;
+        let now = now_ms();
         if filter.is_all() {
+            // The counters include expired documents until the sweeper deletes them; the
+            // expiry index says which are due.
             let snap = self.engine.snapshot();
-            return Ok(sum_stats(&snap, col)?.0);
+            let counted = sum_stats(&snap, col)?.0;
+            return Ok(counted.saturating_sub(self.due_in(&snap, col, now)?));
         }
         let (start, end) = collection_range(col);
         let mut n = 0;
         for item in self.engine.scan(start..end) {
             let (_, value) = item?;
-            let (_, json) = decode_envelope(&value)?;
-            if filter.matches(&parse_stored(&json)?) {
+            let doc = decode_document(&value)?;
+            if !doc.expired_at(now) && filter.matches(&parse_stored(&doc.json)?) {
                 n += 1;
             }
         }
@@ -526,10 +731,15 @@ impl Store {
         };
         let mut n = 0u64;
         let snap = self.engine.snapshot();
+        let now = now_ms();
         for item in snap.scan(vec![DOC_TAG]..vec![DOC_TAG + 1]) {
             let (key, value) = item?;
             let (col, _) = decode_doc_key(&key)?;
-            let (_, json) = decode_envelope(&value)?;
+            let doc = decode_document(&value)?;
+            if doc.expired_at(now) {
+                continue;
+            }
+            let json = doc.json;
             let col =
                 serde_json::to_string(col).map_err(|e| StoreError::CorruptValue(e.to_string()))?;
             out.write_all(b"{\"collection\":").map_err(io)?;
@@ -589,7 +799,7 @@ impl Store {
             .iter_mut()
             .map(|(c, i, j)| (c.as_str(), i.as_str(), std::mem::take(j)))
             .collect();
-        self.write_many(&items, false)?;
+        self.write_many(&items, false, Ttl::Default)?;
         chunk.clear();
         Ok(())
     }

@@ -40,6 +40,16 @@ pub enum StoreError {
     /// A pagination cursor is malformed.
     #[error("invalid cursor")]
     InvalidCursor,
+    /// A lifetime (`?ttl=`, a collection's default) is out of range.
+    #[error("invalid ttl: {0}")]
+    InvalidTtl(String),
+    /// The change feed no longer holds every change after the requested sequence number:
+    /// deletions up to `oldest` were pruned past their retention.
+    #[error("the change feed no longer holds the changes after that sequence number; the oldest usable since is {oldest} (or 0 to start over)")]
+    ChangesGone {
+        /// The lowest `since` that can be served.
+        oldest: u64,
+    },
     /// A dump line could not be parsed (1-based line number).
     #[error("line {line}: {reason}")]
     InvalidDumpLine {

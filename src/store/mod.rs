@@ -3,10 +3,12 @@
 //! The submodules are pure document logic; [`Store`] (in `db.rs`) puts them over the
 //! engine, and `meta.rs` holds the stored value layouts (envelope, statistics shards).
 
+pub mod changes;
 pub mod cursor;
 pub mod db;
 pub mod document;
 pub mod error;
+pub mod expiry;
 pub mod feed;
 pub mod filter;
 pub mod import;
@@ -18,11 +20,13 @@ pub mod name;
 pub mod path;
 pub mod update;
 
+pub use changes::{ChangeRow, ChangesPage, Prune, MAX_CHANGES};
 pub use cursor::{decode_cursor, encode_cursor};
 pub use db::{
     CollectionInfo, Hit, IfMatch, SearchCursor, SearchPage, Store, StoredDoc, MAX_BATCH_DOCS,
 };
 pub use error::{Result, StoreError};
+pub use expiry::{Sweep, Ttl, MAX_TTL_SECS};
 pub use filter::Filter;
 pub use jsonl::{encode_line, parse_line, DumpRecord};
 pub use update::Update;

@@ -66,6 +66,10 @@ pub struct Metrics {
     wal_fsync: Histogram,
     flush_duration: Histogram,
     compaction_duration: Histogram,
+    documents_expired: IntCounter,
+    sweep_duration: Histogram,
+    expiry_backlog: IntGauge,
+    changes_pruned: IntCounter,
     scrape: Arc<ScrapeCollector>,
     gate: ScrapeGate,
 }
@@ -157,6 +161,37 @@ impl Metrics {
                 .buckets(BACKGROUND_BUCKETS.to_vec()),
             )?,
         )?;
+        let documents_expired = reg(
+            &r,
+            IntCounter::new(
+                "minidb_documents_expired_total",
+                "Expired documents deleted by the sweeper.",
+            )?,
+        )?;
+        let sweep_duration = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "minidb_expiry_sweep_duration_seconds",
+                    "Duration of one expiry sweeper pass in seconds.",
+                )
+                .buckets(BACKGROUND_BUCKETS.to_vec()),
+            )?,
+        )?;
+        let expiry_backlog = reg(
+            &r,
+            IntGauge::new(
+                "minidb_expiry_backlog_documents",
+                "Documents expired but not yet deleted by the sweeper (counted up to 100000).",
+            )?,
+        )?;
+        let changes_pruned = reg(
+            &r,
+            IntCounter::new(
+                "minidb_changes_pruned_total",
+                "Deletions removed from the change feed after their retention.",
+            )?,
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("minidb_build_info", "Build information; always 1."),
             &["version"],
@@ -181,9 +216,26 @@ impl Metrics {
             wal_fsync,
             flush_duration,
             compaction_duration,
+            documents_expired,
+            sweep_duration,
+            expiry_backlog,
+            changes_pruned,
             scrape,
             gate: ScrapeGate::default(),
         })
+    }
+
+    /// One expiry sweeper pass: documents it deleted, how long it took, what is still due.
+    pub fn record_sweep(&self, expired: u64, took: Duration, backlog: u64) {
+        self.documents_expired.inc_by(expired);
+        self.sweep_duration.observe(took.as_secs_f64());
+        self.expiry_backlog
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+    }
+
+    /// Deletions pruned from the change feed.
+    pub fn record_pruned(&self, n: u64) {
+        self.changes_pruned.inc_by(n);
     }
 
     /// The underlying registry (to register more collectors).

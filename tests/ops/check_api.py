@@ -85,6 +85,8 @@ class Server:
                if not k.startswith(("MINIDB_", "OTEL_"))
                and k not in ("FLUSH_SIZE", "MAX_MEM_MB", "DB_PATH")}
         env["MINIDB_TELEMETRY__LOG_LEVEL"] = "warn"
+        # Long polls that find nothing wait this long: keep the fuzzing run short.
+        env["MINIDB_CHANGES__MAX_LONGPOLL_MS"] = "200"
         self.stderr_path = workdir / "server.stderr"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
