@@ -505,3 +505,33 @@ fn after_kill_9_the_feed_and_the_documents_agree() {
     );
     s.stop();
 }
+
+#[test]
+fn sigterm_ends_open_event_streams_so_the_drain_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(
+        &tmp.path().join("data"),
+        &[("MINIDB_SERVER__SHUTDOWN_DRAIN_SECS", "5")],
+    );
+    assert_eq!(s.put("/api/t/a", &json!({})).status(), 200);
+    let events = sse_events(&s.addr, "/api/t/_changes?feed=sse", None, 1);
+    assert_eq!(events[0].1["id"], "a");
+    // A stream that stays open.
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        stream,
+        "GET /api/t/_changes?feed=sse&since=now HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut stream, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    s.term();
+    let exit = s.wait(60);
+    assert!(exit.success(), "{exit:?}");
+    let out = s.output.lock().unwrap().clone();
+    assert!(
+        !out.iter().any(|l| l.contains("drain timed out")),
+        "the open stream held the shutdown up: {out:?}"
+    );
+}

@@ -631,13 +631,21 @@ fn the_in_flight_limit_counts_requests_being_served() {
         .map(|_| {
             let (url, body) = (s.url("/api/lim/_search?count=true"), slow_filter.clone());
             std::thread::spawn(move || {
-                let r = reqwest::blocking::Client::new()
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .unwrap();
-                (r.status().as_u16(), r.text().unwrap_or_default())
+                // The probing GETs below may hold the permit when the search arrives:
+                // it retries until it is admitted (and then holds the permit for seconds).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let r = reqwest::blocking::Client::new()
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    if status != 503 || Instant::now() > deadline {
+                        return (status, r.text().unwrap_or_default());
+                    }
+                }
             })
         })
         .collect();

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::error::ApiError;
 use super::memory;
 use super::routes::blocking;
+use super::startup::Phase;
 use super::AppState;
 use crate::store::{ChangesPage, StoreError, MAX_CHANGES};
 
@@ -166,9 +167,15 @@ async fn serve(st: Arc<AppState>, ask: Ask) -> Result<Response, ApiError> {
         .rejected("concurrency")
     })?;
     let max_bytes = page_bytes(&st, ask.include_docs);
+    // A stream without documents holds its reservation for as long as it lasts: sized for
+    // its 100-row pages, not for a 1,000-row one.
+    let reserve = match (ask.feed, ask.include_docs) {
+        (Feed::Sse, false) => 64 << 10,
+        _ => 2 * max_bytes,
+    };
     let held = st
         .memory
-        .reserve(2 * max_bytes, "reading the change feed")
+        .reserve(reserve, "reading the change feed")
         .await?;
     if ask.feed == Feed::Sse {
         // Checked before the 200: a stale `since` is a 410, not an event.
@@ -184,7 +191,9 @@ async fn serve(st: Arc<AppState>, ask: Ask) -> Result<Response, ApiError> {
         let deadline = tokio::time::Instant::now() + ask.timeout;
         while page.results.is_empty() {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => page = read(&st, &ask, ask.since, ask.limit, max_bytes).await?,
+                Ok(Ok(())) if st.startup.phase() == Phase::Serving => {
+                    page = read(&st, &ask, ask.since, ask.limit, max_bytes).await?
+                }
                 // Timed out, or the server is going away: answer with what there is.
                 _ => break,
             }
@@ -319,8 +328,9 @@ fn stream(
                 continue;
             }
             match tokio::time::timeout(HEARTBEAT, rx_changes.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
+                Ok(Ok(())) if st.startup.phase() == Phase::Serving => {}
+                // The server is shutting down: end the stream so the drain can finish.
+                Ok(_) => return,
                 Err(_) => {
                     if tx
                         .send(Bytes::from_static(b": keepalive\n\n"))

@@ -297,6 +297,8 @@ pub async fn serve(
         }
     }
     state.startup.shut_down();
+    // Wakes change-feed waiters, which end their long polls and streams when they see it.
+    state.changes.send_modify(|_| {});
     drop(listener);
     tracing::info!("shutdown: draining in-flight requests");
     let drain = Duration::from_secs(cfg.shutdown_drain_secs);

@@ -6,6 +6,8 @@
 //! and a reader resuming from below the floor may have missed a deletion: it is told so
 //! ([`StoreError::ChangesGone`]) rather than served an incomplete feed.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 
 use super::db::Store;
@@ -13,7 +15,7 @@ use super::error::{Result, StoreError};
 use super::expiry::now_ms;
 use super::feed::{
     change_key, decode_feed_key, decode_retention_key, decode_tombstone, decode_u64, encode_u64,
-    feed_range, global_key, retention_due_range, tombstone_key, Change, FLOOR_KEY,
+    feed_range, global_key, retention_due_range, tombstone_key, Change, FLOOR_KEY, RETENTION_TAG,
 };
 use super::key::doc_key;
 use super::meta::decode_document;
@@ -144,16 +146,22 @@ impl Store {
     /// Removes from the feed up to `max` deletions made before `before_ms`, raising the
     /// floor to the highest sequence number removed.
     pub fn prune_changes(&self, before_ms: u64, max: usize) -> Result<Prune> {
-        let (start, end) = retention_due_range(before_ms);
+        // No deletion is old enough: no scan (as for expiry, reset then scan).
+        if before_ms <= self.oldest_deletion.load(Ordering::SeqCst) {
+            return Ok(Prune::default());
+        }
+        self.oldest_deletion.store(u64::MAX, Ordering::SeqCst);
+        let (start, _) = retention_due_range(before_ms);
         let mut due = Vec::new();
         let mut more = false;
-        for item in self.engine.scan(start..end) {
+        for item in self.engine.scan(start..vec![RETENTION_TAG + 1]) {
             let (key, _) = item?;
-            if due.len() == max {
-                more = true;
+            let (at, seq, col, id) = decode_retention_key(&key)?;
+            if at >= before_ms || due.len() == max {
+                self.oldest_deletion.fetch_min(at, Ordering::SeqCst);
+                more = at < before_ms;
                 break;
             }
-            let (at, seq, col, id) = decode_retention_key(&key)?;
             due.push((at, seq, col.to_owned(), id.to_owned(), key.to_vec()));
         }
         let mut prune = Prune {
@@ -175,10 +183,17 @@ impl Store {
                     batch.delete(&global_key(Some(seq), &col, &id).0);
                 }
             }
-            if seq > self.changes_floor()? {
-                batch.put(FLOOR_KEY, &encode_u64(seq));
+            let done = self.changes_floor().and_then(|floor| {
+                if seq > floor {
+                    batch.put(FLOOR_KEY, &encode_u64(seq));
+                }
+                self.engine.write(batch).map_err(StoreError::from)
+            });
+            if let Err(e) = done {
+                // What this pass did not get to is due still: look again next time.
+                self.oldest_deletion.store(0, Ordering::SeqCst);
+                return Err(e);
             }
-            self.engine.write(batch)?;
             prune.pruned += 1;
         }
         Ok(prune)

@@ -178,12 +178,33 @@ pub struct Store {
     pub(super) ttls: parking_lot::RwLock<HashMap<String, u64>>,
     /// Called with the sequence number of every committed write (the change feed's waiters).
     on_commit: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
+    /// No document expires before this time (ms; 0: not known yet), so the sweeper need
+    /// not look before then.
+    pub(super) next_expiry: AtomicU64,
+    /// No deletion in the feed is older than this (ms; 0: not known yet).
+    pub(super) oldest_deletion: AtomicU64,
 }
 
 /// What a single-document write decides to do with the old value.
 enum Action {
     Put(Vec<u8>, Ttl),
     Delete,
+}
+
+/// The earliest expiry and deletion a batch stages, for the sweeper's hints.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hints {
+    pub expiry: u64,
+    pub deletion: u64,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            expiry: u64::MAX,
+            deletion: u64::MAX,
+        }
+    }
 }
 
 /// The new state of a document, for [`Store::stage`].
@@ -211,6 +232,8 @@ impl Store {
             clock: AtomicU64::new(now),
             ttls: Default::default(),
             on_commit: std::sync::OnceLock::new(),
+            next_expiry: AtomicU64::new(0),
+            oldest_deletion: AtomicU64::new(0),
         }
     }
 
@@ -220,9 +243,14 @@ impl Store {
         let _ = self.on_commit.set(f);
     }
 
-    /// Commits `batch` and tells the change feed's waiters.
-    pub(super) fn commit(&self, batch: WriteBatch) -> Result<u64> {
+    /// Commits `batch` and tells the change feed's waiters and the sweeper's hints.
+    pub(super) fn commit(&self, batch: WriteBatch, hints: Hints) -> Result<u64> {
         let seq = self.engine.write_seq(batch)?;
+        // After the commit: a sweep resets a hint and then scans, so it either sees this
+        // batch's entries or gets this lowered hint (see `expiry::Store::sweep_expired`).
+        self.next_expiry.fetch_min(hints.expiry, Ordering::SeqCst);
+        self.oldest_deletion
+            .fetch_min(hints.deletion, Ordering::SeqCst);
         if let Some(f) = self.on_commit.get() {
             f(seq);
         }
@@ -262,6 +290,7 @@ impl Store {
     pub(super) fn stage(
         &self,
         batch: &mut WriteBatch,
+        hints: &mut Hints,
         (col, id, key): (&str, &str, &[u8]),
         old: Option<&Envelope>,
         next: Next<'_>,
@@ -302,6 +331,7 @@ impl Store {
                 );
                 if expires_ms > 0 {
                     batch.put(&expiry_key(expires_ms, col, id), b"");
+                    hints.expiry = hints.expiry.min(expires_ms);
                 }
                 Change {
                     gone: Gone::No,
@@ -311,6 +341,7 @@ impl Store {
             }
             Next::Gone(gone) => {
                 batch.delete(key);
+                hints.deletion = hints.deletion.min(now);
                 let (v, at) = encode_tombstone(now);
                 batch.put_stamped(&tombstone_key(col, id), None, &v, Some(at));
                 let (k, at) = retention_key(now, None, col, id);
@@ -378,6 +409,7 @@ impl Store {
         let old_len = old.as_ref().map_or(0, |d| d.json.len() as i64);
         let old_n = i64::from(old.is_some());
         let mut batch = WriteBatch::new();
+        let mut hints = Hints::default();
         let place = (col, id, key.as_slice());
         let (written, delta) = match action {
             Action::Put(json, ttl) => {
@@ -388,7 +420,7 @@ impl Store {
                     version,
                     expires_ms,
                 };
-                self.stage(&mut batch, place, old.as_ref(), next, now)?;
+                self.stage(&mut batch, &mut hints, place, old.as_ref(), next, now)?;
                 (
                     Some((version, expires_ms)),
                     (1 - old_n, json.len() as i64 - old_len),
@@ -396,14 +428,14 @@ impl Store {
             }
             Action::Delete => {
                 let next = Next::Gone(Gone::Deleted);
-                self.stage(&mut batch, place, old.as_ref(), next, now)?;
+                self.stage(&mut batch, &mut hints, place, old.as_ref(), next, now)?;
                 (None, (-old_n, -old_len))
             }
         };
         let mut deltas = HashMap::new();
         deltas.insert((col.to_owned(), stripe), delta);
         self.add_stats(&mut batch, &deltas)?;
-        self.commit(batch)?;
+        self.commit(batch, hints)?;
         Ok(written)
     }
 
@@ -589,6 +621,7 @@ impl Store {
             stripes.iter().map(|&s| self.stripes[s].lock()).collect();
         let now = now_ms();
         let mut batch = WriteBatch::new();
+        let mut hints = Hints::default();
         let mut deltas: HashMap<(String, usize), (i64, i64)> = HashMap::new();
         for (index, ((col, id, json), stripe)) in items.iter().zip(item_stripes).enumerate() {
             let key = doc_key(col, id);
@@ -609,13 +642,20 @@ impl Store {
                 version,
                 expires_ms,
             };
-            self.stage(&mut batch, (col, id, &key), old.as_ref(), next, now)?;
+            self.stage(
+                &mut batch,
+                &mut hints,
+                (col, id, &key),
+                old.as_ref(),
+                next,
+                now,
+            )?;
             let d = deltas.entry(((*col).to_owned(), stripe)).or_default();
             d.0 += i64::from(old.is_none());
             d.1 += json.len() as i64 - old.as_ref().map_or(0, |o| o.json.len() as i64);
         }
         self.add_stats(&mut batch, &deltas)?;
-        self.commit(batch)?;
+        self.commit(batch, hints)?;
         Ok(())
     }
 

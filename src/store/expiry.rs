@@ -8,9 +8,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::db::{Next, Store};
+use std::sync::atomic::Ordering;
+
+use super::db::{Hints, Next, Store};
 use super::error::{Result, StoreError};
-use super::feed::{decode_expiry_key, decode_u64, encode_u64, expiry_due_range, ttl_key, Gone};
+use super::feed::{
+    decode_expiry_key, decode_u64, encode_u64, expiry_due_range, ttl_key, Gone, EXPIRY_TAG,
+};
 use super::key::doc_key;
 use super::name::validate_collection;
 use crate::engine::{Snapshot, WriteBatch};
@@ -136,6 +140,9 @@ impl Store {
 
     /// Documents due at `now` and not yet swept, counted up to `cap`.
     pub fn expiry_backlog(&self, now: u64, cap: u64) -> Result<u64> {
+        if now < self.next_expiry.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
         let (start, end) = expiry_due_range(now);
         let mut n = 0;
         for item in self.engine.scan(start..end) {
@@ -151,16 +158,24 @@ impl Store {
     /// Deletes up to `max` documents expired at `now` (each in its own write batch, with a
     /// change-feed entry saying it expired). Call it again while [`Sweep::more`].
     pub fn sweep_expired(&self, now: u64, max: usize) -> Result<Sweep> {
-        let (start, end) = expiry_due_range(now);
+        // Nothing expires before the hint: no scan at all (the common case).
+        if now < self.next_expiry.load(Ordering::SeqCst) {
+            return Ok(Sweep::default());
+        }
+        // Reset, then scan: a write committed after the scan lowers the hint again.
+        self.next_expiry.store(u64::MAX, Ordering::SeqCst);
+        let (start, _) = expiry_due_range(now);
         let mut due = Vec::new();
         let mut more = false;
-        for item in self.engine.scan(start..end) {
+        for item in self.engine.scan(start..vec![EXPIRY_TAG + 1]) {
             let (key, _) = item?;
-            if due.len() == max {
-                more = true;
+            let (at, col, id) = decode_expiry_key(&key)?;
+            if at > now || due.len() == max {
+                // The first entry not swept in this pass is the next one due.
+                self.next_expiry.fetch_min(at, Ordering::SeqCst);
+                more = at <= now;
                 break;
             }
-            let (at, col, id) = decode_expiry_key(&key)?;
             due.push((at, col.to_owned(), id.to_owned(), key.to_vec()));
         }
         let mut sweep = Sweep {
@@ -168,10 +183,14 @@ impl Store {
             ..Sweep::default()
         };
         for (at, col, id, index_key) in due {
-            if self.expire_one(&col, &id, at, &index_key, now)? {
-                sweep.expired += 1;
-            } else {
-                sweep.stale += 1;
+            match self.expire_one(&col, &id, at, &index_key, now) {
+                Ok(true) => sweep.expired += 1,
+                Ok(false) => sweep.stale += 1,
+                Err(e) => {
+                    // What this pass did not get to is due still: look again next time.
+                    self.next_expiry.store(0, Ordering::SeqCst);
+                    return Err(e);
+                }
             }
         }
         Ok(sweep)
@@ -185,10 +204,11 @@ impl Store {
         let key = doc_key(col, id);
         let old = self.read_doc(&key)?;
         let mut batch = WriteBatch::new();
+        let mut hints = Hints::default();
         let expired = match &old {
             Some(o) if o.expires_ms == at && o.expired_at(now) => {
                 let next = Next::Gone(Gone::Expired);
-                self.stage(&mut batch, (col, id, &key), Some(o), next, now)?;
+                self.stage(&mut batch, &mut hints, (col, id, &key), Some(o), next, now)?;
                 let mut deltas = std::collections::HashMap::new();
                 deltas.insert((col.to_owned(), stripe), (-1, -(o.json.len() as i64)));
                 self.add_stats(&mut batch, &deltas)?;
@@ -199,7 +219,7 @@ impl Store {
                 false
             }
         };
-        self.commit(batch)?;
+        self.commit(batch, hints)?;
         Ok(expired)
     }
 }
