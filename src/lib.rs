@@ -8,6 +8,8 @@ pub mod config;
 pub mod engine;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod shell;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;

@@ -172,13 +172,21 @@ mod tests {
         let mut v = encode_document(7, 1234, b"{}");
         v[ENVELOPE_SEQ_AT..ENVELOPE_SEQ_AT + 8].copy_from_slice(&99u64.to_be_bytes());
         let e = decode_document(&Bytes::from(v)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((e.version, e.seq, e.expires_ms, &e.json[..]), (7, 99, 1234, &b"{}"[..]));
+        assert_eq!(
+            (e.version, e.seq, e.expires_ms, &e.json[..]),
+            (7, 99, 1234, &b"{}"[..])
+        );
         assert!(e.expired_at(1234) && !e.expired_at(1233));
         let old = decode_document(&Bytes::from(encode_envelope(3, b"[]")))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((old.version, old.seq, old.expires_ms), (3, 0, 0));
         assert!(!old.expired_at(u64::MAX));
-        for bad in [&b""[..], b"\x02short", b"\x01", b"\x09xxxxxxxxxxxxxxxxxxxxxxxxxxxx"] {
+        for bad in [
+            &b""[..],
+            b"\x02short",
+            b"\x01",
+            b"\x09xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
             assert!(decode_document(&Bytes::copy_from_slice(bad)).is_err());
         }
     }
