@@ -47,12 +47,16 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest request body, in bytes; larger gets 413.
     pub max_body_bytes: u64,
+    /// Largest `_search` response, in bytes (at least one document is always sent).
+    pub max_response_bytes: u64,
     /// Most requests in flight; more get 503 with `Retry-After` at once.
     pub max_in_flight: usize,
     /// Whole-request timeout, in seconds.
     pub request_timeout_secs: u64,
     /// Timeout for reading a request's headers, in seconds.
     pub header_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds, or it gets 408.
+    pub body_timeout_secs: u64,
     /// Idle keep-alive connections are closed after this many seconds.
     pub idle_timeout_secs: u64,
     /// On SIGTERM/SIGINT, in-flight requests get at most this many seconds to finish.
@@ -66,9 +70,11 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:6866".into(),
             max_body_bytes: 10 << 20,
+            max_response_bytes: 16 << 20,
             max_in_flight: 100,
             request_timeout_secs: 30,
             header_timeout_secs: 15,
+            body_timeout_secs: 10,
             idle_timeout_secs: 60,
             shutdown_drain_secs: 30,
             cors_origins: vec!["http://localhost:3000".into()],
@@ -149,6 +155,8 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// `service.name` of traces and logs.
     pub service_name: String,
+    /// One access log line per request (target `minidb::access`, level info).
+    pub access_log: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -158,6 +166,7 @@ impl Default for TelemetryConfig {
             log_format: "json".into(),
             otlp_endpoint: None,
             service_name: "minidb".into(),
+            access_log: true,
         }
     }
 }
@@ -257,9 +266,11 @@ impl Config {
         }
         for (key, v) in [
             ("server.max_body_bytes", s.max_body_bytes),
+            ("server.max_response_bytes", s.max_response_bytes),
             ("server.max_in_flight", s.max_in_flight as u64),
             ("server.request_timeout_secs", s.request_timeout_secs),
             ("server.header_timeout_secs", s.header_timeout_secs),
+            ("server.body_timeout_secs", s.body_timeout_secs),
             ("server.idle_timeout_secs", s.idle_timeout_secs),
             ("storage.flush_size", self.storage.flush_size as u64),
             ("storage.memtable_mb", self.storage.memtable_mb as u64),
@@ -332,7 +343,10 @@ impl Config {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 return fail(
                     "telemetry.otlp_endpoint",
-                    format!("{ep:?} is not an http(s):// URL"),
+                    format!(
+                        "{:?} is not an http(s):// URL",
+                        crate::redact::redact_url(ep)
+                    ),
                 );
             }
         }
@@ -508,6 +522,14 @@ mod tests {
         assert!(err(&[("MINIDB_STORAGE__COMPRESSION", "zstd")]).contains("storage.compression"));
         assert!(err(&[("MINIDB_TELEMETRY__LOG_FORMAT", "xml")]).contains("log_format"));
         assert!(err(&[("MINIDB_SERVER__MAX_IN_FLIGHT", "-1")]).contains("max_in_flight"));
+        let e = err(&[(
+            "MINIDB_TELEMETRY__OTLP_ENDPOINT",
+            "ftp://user:secret@collector:21/?token=abc",
+        )]);
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        assert!(!e.contains("secret") && !e.contains("abc"), "{e}");
+        let e = err(&[("MINIDB_TELEMETRY__ACCESS_LOG", "sometimes")]);
+        assert!(e.contains("access_log"), "{e}");
         assert!(Config::load_with(
             &Overrides {
                 config_file: Some("/nonexistent.toml".into()),

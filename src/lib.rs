@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod engine;
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+pub(crate) mod redact;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -6,7 +6,7 @@ use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,7 +18,7 @@ use minidb::server::{self, AppState};
 use minidb::shell;
 use minidb::store::import::{self, ImportOptions, Phase, Summary};
 use minidb::store::Store;
-use minidb::telemetry::{Telemetry, TelemetryConfig};
+use minidb::telemetry::{lifecycle, LogFormat, Telemetry, TelemetryConfig};
 
 #[derive(Parser)]
 #[command(
@@ -171,11 +171,27 @@ enum DumpFormat {
 const VERIFY_WARNINGS: u8 = 3;
 /// The importers' exit code when some records were skipped (the summary lists them).
 const IMPORT_SKIPPED: u8 = 3;
+/// The log format of `serve`, once its configuration is loaded.
+static SERVE_LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.cmd, None | Some(Cmd::Serve { .. }));
     match run(cli) {
         Ok(code) => code,
+        Err(e) if serving => {
+            // One JSON object in JSON mode, even before the log subscriber exists (a
+            // configuration error): the format from the config, else the environment,
+            // else JSON.
+            let format = SERVE_LOG_FORMAT.get().copied().unwrap_or_else(|| {
+                std::env::var("MINIDB_TELEMETRY__LOG_FORMAT")
+                    .ok()
+                    .and_then(|f| f.trim().parse().ok())
+                    .unwrap_or_default()
+            });
+            lifecycle::fatal(&format!("{e:#}"), format);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("minidb: {e:#}");
             ExitCode::FAILURE
@@ -196,6 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd.unwrap_or(Cmd::Serve { listen: None }) {
         Cmd::Serve { listen } => {
             let config = load_config(&cli.common, listen)?;
+            let _ = SERVE_LOG_FORMAT.set(config.telemetry.log_format.parse().unwrap_or_default());
             serve(config)?;
         }
         Cmd::Config => {
@@ -512,6 +529,7 @@ fn init_telemetry(config: &Config) -> Result<Telemetry> {
         otlp_endpoint: t.otlp_endpoint.clone(),
         service_name: t.service_name.clone(),
         data_dir: Some(config.storage.data_dir.clone()),
+        access_log: t.access_log,
         ..TelemetryConfig::default()
     })
     .context("cannot start telemetry")
@@ -527,8 +545,11 @@ fn serve(config: Config) -> Result<()> {
         let _enter = rt.enter();
         init_telemetry(&config)?
     };
+    lifecycle::log_panics();
     let dir = config.storage.data_dir.clone();
-    std::fs::create_dir_all(&dir)
+    // Durably (each new directory's parent fsynced): the engine does the same, but the
+    // disk gauges read the directory before the engine has opened it.
+    engine::storage::create_dir_all_durable(&engine::storage::StdFs, &dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     // Memtables and block cache: the configured sizes, capped by the memory plan.
     let mut opts = config.engine_options();
@@ -536,16 +557,81 @@ fn serve(config: Config) -> Result<()> {
     opts.memtable_bytes = opts.memtable_bytes.min(plan.memtable_bytes).max(4096);
     opts.block_cache_bytes = opts.block_cache_bytes.min(plan.block_cache_bytes);
     opts.memory_budget = Some(telemetry.memory_budget());
-    opts.listener = Some(telemetry.engine_listener());
-    let engine = match Engine::open(&dir, opts) {
-        Ok(e) => e,
-        Err(engine::Error::Locked { dir }) => bail!(
-            "data directory {} is locked by another minidb process",
-            dir.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}", dir.display())),
+    let t = telemetry.clone();
+    let served = rt.block_on(async move {
+        // Listen first: while the engine opens (and replays its WAL), the probes answer and
+        // every other route gets 503 + Retry-After, so a recovering pod looks recovering
+        // (not ready), not dead.
+        let listener = server::bind(&config)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr().context("local address")?;
+        lifecycle::listening(addr);
+        tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb listening");
+        let state = AppState::starting(config, Some(t.clone()));
+        opts.listener = Some(state.startup.listener(Some(t.engine_listener())));
+        let failed = Arc::new(tokio::sync::Notify::new());
+        let opener = tokio::spawn(open_engine(dir, opts, state.clone(), t, failed.clone()));
+        let shutdown = async move {
+            tokio::select! {
+                () = server::shutdown_signal() => {}
+                () = failed.notified() => {}
+            }
+        };
+        server::serve(listener, state, shutdown)
+            .await
+            .context("engine shutdown")?;
+        // A failed open is the exit status; an open still running is abandoned (the next
+        // start replays again).
+        if opener.is_finished() {
+            if let Ok(Err(e)) = opener.await {
+                return Err(e);
+            }
+        }
+        lifecycle::shut_down();
+        Ok::<(), anyhow::Error>(())
+    });
+    telemetry.shutdown();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served
+}
+
+/// Opens the engine on a blocking thread and hands the store to the server. A failure is
+/// logged and ends the server (exit status 1): a process that cannot open its data would
+/// otherwise stay unready forever, and Kubernetes restarts a process that exits.
+async fn open_engine(
+    dir: PathBuf,
+    opts: engine::Options,
+    state: Arc<AppState>,
+    telemetry: Telemetry,
+    failed: Arc<tokio::sync::Notify>,
+) -> Result<()> {
+    let opened = tokio::task::spawn_blocking(move || {
+        let display = dir.display().to_string();
+        match Engine::open(&dir, opts) {
+            Ok(e) => {
+                // Under the engine's lock, so no other process streams from them.
+                server::backup::clear_scratch(&dir);
+                Ok(e)
+            }
+            Err(engine::Error::Locked { dir }) => Err(anyhow!(
+                "data directory {} is locked by another minidb process",
+                dir.display()
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {display}"))),
+        }
+    })
+    .await
+    .map_err(|e| anyhow!("engine open task failed: {e}"))
+    .and_then(|r| r);
+    let engine = match opened {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot open the engine; exiting");
+            failed.notify_one();
+            return Err(e);
+        }
     };
-    let engine = Arc::new(engine);
     telemetry.attach_engine(engine.clone());
     let store = Arc::new(Store::new(engine));
     // `minidb_collection_documents`: the exact counts, read from the statistics keys.
@@ -556,25 +642,13 @@ fn serve(config: Config) -> Result<()> {
             Ok(list) => list.into_iter().map(|c| (c.name, c.doc_count)).collect(),
             Err(_) => Vec::new(),
         }));
-    let t = telemetry.clone();
-    let served = rt.block_on(async move {
-        let listener = server::bind(&config)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let addr = listener.local_addr().context("local address")?;
-        println!("listening on {addr}");
-        let _ = std::io::stdout().flush();
-        tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb serving");
-        let state = AppState::new(store, config, Some(t));
-        server::serve(listener, state, server::shutdown_signal())
-            .await
-            .context("engine shutdown")?;
-        println!("shut down cleanly");
-        Ok::<(), anyhow::Error>(())
-    });
-    telemetry.shutdown();
-    rt.shutdown_timeout(Duration::from_secs(1));
-    served
+    if let Err(store) = state.open(store) {
+        // Shutdown began while the engine opened: close it here.
+        let _ = tokio::task::spawn_blocking(move || store.engine().shutdown()).await;
+        return Ok(());
+    }
+    tracing::info!("minidb serving");
+    Ok(())
 }
 
 /// `minidb backup`: streams GET /api/_backup to `out`, durably.

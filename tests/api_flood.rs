@@ -39,9 +39,9 @@ const PAD: usize = 1000;
 /// How long the writers flood.
 const FLOOD: Duration = Duration::from_secs(12);
 /// Server settings for the test: the defaults. A request holds ~4× its body while it is
-/// parsed and encoded, before the engine's budget check; the server bounds request bodies in
-/// flight to 1/16 of the memory limit (`server::body_budget_kib`), so 100 in flight × 10 MiB
-/// cannot outgrow a 64 MiB process.
+/// parsed and encoded, before the engine's budget check; the server counts it at 4× its
+/// length in a request-memory budget of a quarter of the memory limit
+/// (`server::memory::budget_kib`), so 100 in flight × 10 MiB cannot outgrow a 64 MiB process.
 const MAX_IN_FLIGHT: &str = "100";
 const MAX_BODY_BYTES: &str = "10485760";
 

@@ -265,11 +265,22 @@ fn search_filters_paging_and_counts() {
     }
     s.post("/api/other", &json!({"_id": "p00001", "n": 1}));
 
-    // Bare array, capped at 1000, in _id order.
-    let all = json(s.post_raw("/api/people/_search", ""));
+    // Bare array, capped at 1000, in _id order; the cap and the rest's cursor are named.
+    let r = s.post_raw("/api/people/_search", "");
+    assert_eq!(r.headers()["x-minidb-truncated"], "documents=1000");
+    let rest = r.headers()["x-minidb-cursor"].to_str().unwrap().to_string();
+    let all = json(r);
     let arr = all.as_array().unwrap();
     assert_eq!(arr.len(), 1000);
     assert_eq!(arr[0]["_id"], "p00000");
+    let page = json(s.post_raw(&format!("/api/people/_search?limit=1000&cursor={rest}"), ""));
+    assert_eq!(page["documents"][0]["_id"], "p01000");
+    assert_eq!(page["documents"].as_array().unwrap().len(), 500);
+    assert!(page["cursor"].is_null());
+    // A result that ends before the cap says nothing.
+    let r = s.post("/api/people/_search", &json!({"tag": "three"}));
+    assert!(r.headers().get("x-minidb-truncated").is_none());
+    assert_eq!(json(r).as_array().unwrap().len(), 500);
     let r = json(s.post(
         "/api/people/_search",
         &json!({"n": {"$gte": 10, "$lt": 13}}),
@@ -585,33 +596,6 @@ fn limits_body_size_concurrency_and_timeouts() {
     expect_error(s.post_raw("/api/lim", body), 413);
     assert_eq!(s.post("/api/lim", &json!({"_id": "small"})).status(), 201);
 
-    // Two slow requests hold both permits; the third gets 503 + Retry-After at once.
-    let body = br#"{"_id": "slow-1", "pad": "................"}"#;
-    let slow1 = SlowRequest::begin(&s.addr, "POST", "/api/lim", body);
-    let slow2 = SlowRequest::begin(
-        &s.addr,
-        "POST",
-        "/api/lim",
-        &body.map(|b| if b == b'1' { b'2' } else { b }),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let r = s.get("/api/lim/small");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "503 was not immediate"
-    );
-    assert_eq!(r.headers()["retry-after"], "1");
-    expect_error(r, 503);
-    assert_eq!(
-        s.get("/api/health").status(),
-        200,
-        "probes bypass the limit"
-    );
-    assert_eq!(slow1.finish().0, 201);
-    assert_eq!(slow2.finish().0, 201);
-    assert_eq!(s.get("/api/lim/small").status(), 200);
-
     // A request that stalls past request_timeout_secs gets 408 JSON.
     let mut stalled =
         SlowRequest::begin(&s.addr, "POST", "/api/lim", br#"{"_id": "never-finished"}"#);
@@ -621,6 +605,76 @@ fn limits_body_size_concurrency_and_timeouts() {
     assert!(body.contains("\"status\":408"), "{body}");
     assert!(t.elapsed() < Duration::from_secs(10));
     expect_error(s.get("/api/lim/never-finished"), 404);
+}
+
+#[test]
+fn the_in_flight_limit_counts_requests_being_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &tmp.path().join("data"),
+        &[("MINIDB_SERVER__MAX_IN_FLIGHT", "1")],
+    );
+    assert_eq!(s.post("/api/lim", &json!({"_id": "small"})).status(), 201);
+    // A request being served holds the only permit; another gets 503 + Retry-After at
+    // once. (A request waiting for its body holds none: tests/api_protocol.rs.) Slow to
+    // serve: a filter with a 100,000-value `$in` over 5,000 documents (seconds each).
+    let docs: Vec<Value> = (0..5000)
+        .map(|i| json!({"_id": format!("d{i:04}"), "n": i}))
+        .collect();
+    for chunk in docs.chunks(1000) {
+        let r = s.post("/api/lim/_insertMany", &Value::Array(chunk.to_vec()));
+        assert_eq!(r.status(), 200);
+    }
+    let values: Vec<String> = (0..100_000).map(|i| format!("v{i}")).collect();
+    let slow_filter = serde_json::to_vec(&json!({"n": {"$in": values}})).unwrap();
+    let searches: Vec<_> = (0..1)
+        .map(|_| {
+            let (url, body) = (s.url("/api/lim/_search?count=true"), slow_filter.clone());
+            std::thread::spawn(move || {
+                let r = reqwest::blocking::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .unwrap();
+                (r.status().as_u16(), r.text().unwrap_or_default())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let r = s.get("/api/lim/small");
+        if r.status() == 503 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            !searches.iter().all(|t| t.is_finished()),
+            "the search ended before a GET was refused: {:?}",
+            searches
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the search never held the permit"
+        );
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let m = expect_error(refused, 503);
+    assert!(m.contains("max_in_flight"), "{m}");
+    assert_eq!(
+        s.get("/api/health").status(),
+        200,
+        "probes bypass the limit"
+    );
+    for search in searches {
+        let (status, body) = search.join().unwrap();
+        assert_eq!((status, body.as_str()), (200, r#"{"count":0}"#));
+    }
+    assert_eq!(s.get("/api/lim/small").status(), 200);
+    s.stop();
 }
 
 /// Reads until the server closes the connection; returns what it sent. Panics if it is
@@ -674,4 +728,57 @@ fn slow_headers_and_idle_keepalive_connections_are_closed() {
     assert!(answer.contains(r#"{"status":"ok"}"#), "{answer:?}");
     // The server still serves new connections.
     assert_eq!(s.get("/api/health").status(), 200);
+}
+
+/// Issue 8, item 3: responses are bounded in bytes and streamed. With a small
+/// `server.max_response_bytes`, a bare `_search` stops early and says so, a paged one
+/// returns fewer documents and its cursor; following the cursors yields every document
+/// once, and results larger than what the server keeps in memory stream intact.
+#[test]
+fn search_responses_are_bounded_in_bytes_and_streamed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &tmp.path().join("data"),
+        &[("MINIDB_SERVER__MAX_RESPONSE_BYTES", "400000")],
+    );
+    let pad = "x".repeat(1000);
+    for b in 0..3 {
+        let docs: Vec<Value> = (0..1000)
+            .map(|i| json!({"_id": format!("s{:05}", b * 1000 + i), "pad": pad}))
+            .collect();
+        assert_eq!(
+            s.post("/api/st/_insertMany", &Value::Array(docs)).status(),
+            200
+        );
+    }
+    // Bare: ~1 KiB documents, so about 390 fit in 400,000 bytes.
+    let r = s.post_raw("/api/st/_search", "{}");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-minidb-truncated"], "bytes=400000");
+    let mut cursor = r.headers()["x-minidb-cursor"].to_str().unwrap().to_string();
+    let body = r.bytes().unwrap();
+    assert!(body.len() <= 400_000, "{} bytes", body.len());
+    let first: Vec<Value> = serde_json::from_slice(&body).expect("a complete JSON array");
+    assert!(first.len() > 300 && first.len() < 400, "{}", first.len());
+    let mut seen: Vec<String> = first
+        .iter()
+        .map(|d| d["_id"].as_str().unwrap().to_string())
+        .collect();
+    // Paged: each page stays under the cap too, and the cursors cover the rest.
+    loop {
+        let r = s.post_raw(&format!("/api/st/_search?limit=1000&cursor={cursor}"), "{}");
+        let body = r.bytes().unwrap();
+        assert!(body.len() <= 400_000, "{} bytes", body.len());
+        let page: Value = serde_json::from_slice(&body).expect("a complete page");
+        let docs = page["documents"].as_array().unwrap();
+        assert!(!docs.is_empty());
+        seen.extend(docs.iter().map(|d| d["_id"].as_str().unwrap().to_string()));
+        match page["cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..3000).map(|i| format!("s{i:05}")).collect();
+    assert_eq!(seen, want);
+    s.stop();
 }

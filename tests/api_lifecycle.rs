@@ -11,6 +11,26 @@ use std::time::Duration;
 use api::{command, expect_error, json, Server, SlowRequest};
 use serde_json::{json, Value};
 
+/// `minidb_http_requests_in_flight` from `/metrics`.
+fn in_flight(s: &Server) -> f64 {
+    let text = s.get("/metrics").text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("minidb_http_requests_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no minidb_http_requests_in_flight in /metrics"))
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn restart_keeps_data_and_sigterm_drains() {
     let tmp = tempfile::tempdir().unwrap();
@@ -27,15 +47,23 @@ fn restart_keeps_data_and_sigterm_drains() {
     s.put("/api/keep/single", &json!({"v": "x"}));
 
     // An in-flight request (half its body sent) when SIGTERM arrives still completes.
+    let before = in_flight(&s);
     let slow = SlowRequest::begin(
         &s.addr,
         "POST",
         "/api/keep",
         br#"{"_id": "inflight", "v": 1}"#,
     );
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("the slow request to be in flight", || {
+        in_flight(&s) > before
+    });
     s.term();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("readiness to turn 503 (draining)", || {
+        s.client
+            .get(s.url("/api/ready"))
+            .send()
+            .map_or(true, |r| r.status() == 503)
+    });
     // Not accepting new connections any more (or refusing them), but the old one drains.
     let (status, body) = slow.finish();
     assert_eq!(status, 201, "{body}");
@@ -102,7 +130,10 @@ fn kill_9_during_concurrent_writes_keeps_every_acknowledged_document() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill while writes are going on: once a few hundred have been acknowledged.
+    wait_until("200 acknowledged writes", || {
+        acked.lock().unwrap().len() >= 200
+    });
     s.kill9();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -298,4 +329,84 @@ fn config_command_and_invalid_config() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
     let _ = expect_error; // shared helper used by the other test binary
+}
+
+/// Issue 8, item 7: a 500 carried the engine's message, with the absolute path of the
+/// damaged file. Now the body is `{"error":"internal error","status":500,"trace_id":…}` and
+/// the log line (with the same trace id) has the details.
+#[test]
+fn internal_errors_carry_a_trace_id_and_no_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let s = Server::start(&dir, &[]);
+    let pad = "p".repeat(20_000);
+    assert_eq!(
+        s.post("/api/dmg", &json!({"_id": "d", "pad": pad}))
+            .status(),
+        201
+    );
+    // A compaction flushes the memtable to a table.
+    let tables = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join("sst"))
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        s.client
+            .post(s.url("/api/_compact"))
+            .send()
+            .unwrap()
+            .status(),
+        202
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let flushed = || json(s.get("/api/metrics"))["flushes"].as_u64() > Some(0);
+    while tables().is_empty() || !flushed() {
+        assert!(std::time::Instant::now() < deadline, "no table written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.stop();
+    let tables = tables();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    // Damage the first data block (its checksum no longer matches).
+    let mut bytes = std::fs::read(&tables[0]).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&tables[0], bytes).unwrap();
+
+    let s = Server::start(&dir, &[]);
+    let r = s.get("/api/dmg/d");
+    assert_eq!(r.status(), 500);
+    let body = json(r);
+    assert_eq!(body["error"], "internal error", "{body}");
+    assert_eq!(body["status"], 500);
+    let trace_id = body["trace_id"].as_str().expect("trace_id").to_string();
+    assert_eq!(trace_id.len(), 32, "{trace_id}");
+    assert!(trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let text = body.to_string();
+    assert!(!text.contains('/'), "a path leaked: {text}");
+    assert!(!text.contains(tmp.path().to_str().unwrap()));
+    // The log has the details, under the same trace id.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = s
+            .output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&trace_id) && l.contains("corruption") && l.contains("sst"));
+        if logged {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with the trace id and the cause: {:?}",
+            s.output.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.stop();
 }

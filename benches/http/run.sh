@@ -44,7 +44,11 @@ start() {
     PID=$!
     PIDS+=("$PID")
     for _ in $(seq 1 200); do
-        ADDR=$(sed -n 's/^listening on //p' "$WORK/$name.log" | head -1)
+        # MiniDB logs JSON ({"message":"listening on ADDR","addr":"ADDR",...}); the baseline
+        # prints a plain "listening on ADDR".
+        ADDR=$(sed -n -e 's/.*"message":"listening on [^"]*".*"addr":"\([^"]*\)".*/\1/p' \
+            -e 's/.*"addr":"\([^"]*\)".*"message":"listening on .*/\1/p' \
+            -e 's/^listening on //p' "$WORK/$name.log" | head -1)
         [ -n "$ADDR" ] && return 0
         sleep 0.05
     done

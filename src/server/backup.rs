@@ -25,6 +25,9 @@ pub const SCRATCH_DIR: &str = "backups";
 const CHUNK: usize = 64 << 10;
 /// Chunks buffered between the archive writer and the connection.
 const CHANNEL_CHUNKS: usize = 4;
+/// How long the archive writer waits for the client to take a chunk before it gives up:
+/// a client that stops reading must not pin the checkpoint (and its disk space) forever.
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// The archive format this build writes and reads.
 pub const FORMAT: &str = "minidb-checkpoint-v1";
 
@@ -74,6 +77,8 @@ pub struct BackupMeta {
 /// a slow client slows the archive down instead of growing a buffer.
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
+    /// The server's runtime, for a send bounded by [`STALL_TIMEOUT`].
+    rt: tokio::runtime::Handle,
     buf: Vec<u8>,
     sent: Arc<AtomicU64>,
 }
@@ -85,9 +90,25 @@ impl ChannelWriter {
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         let n = chunk.len() as u64;
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        let tx = &self.tx;
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(STALL_TIMEOUT, tx.send(Ok(chunk))).await })
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the client went away",
+                ))
+            }
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client took no data for {} s", STALL_TIMEOUT.as_secs()),
+                ))
+            }
+        }
         self.sent.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -134,9 +155,9 @@ pub fn clear_scratch(data_dir: &Path) {
 }
 
 /// Takes a checkpoint of `engine` and starts streaming it as a tar archive. Blocking: call
-/// it on the blocking pool. The scratch checkpoint is removed when the stream ends, also
-/// when the client goes away.
-pub fn start(engine: Arc<Engine>) -> Result<BackupStream, BackupError> {
+/// it on the blocking pool, with the server's runtime `rt`. The scratch checkpoint is
+/// removed when the stream ends, also when the client goes away or stops reading.
+pub fn start(engine: Arc<Engine>, rt: tokio::runtime::Handle) -> Result<BackupStream, BackupError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let scratch = engine.dir().join(SCRATCH_DIR);
     create_dir_all_durable(&StdFs, &scratch)
@@ -169,6 +190,7 @@ pub fn start(engine: Arc<Engine>) -> Result<BackupStream, BackupError> {
         .spawn(move || {
             let mut w = ChannelWriter {
                 tx: tx.clone(),
+                rt: rt.clone(),
                 buf: Vec::with_capacity(CHUNK),
                 sent: sent.clone(),
             };
@@ -176,7 +198,11 @@ pub fn start(engine: Arc<Engine>) -> Result<BackupStream, BackupError> {
                 .and_then(|()| w.flush().map_err(io_err("send the archive")));
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "backup stream ended early");
-                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                // Ends the response with an error: the client sees a cut stream, not a
+                // short archive that looks whole.
+                let err = Err(io::Error::other(e.to_string()));
+                let _ =
+                    rt.block_on(async { tokio::time::timeout(STALL_TIMEOUT, tx.send(err)).await });
             } else {
                 tracing::info!(
                     bytes = sent.load(Ordering::Relaxed),

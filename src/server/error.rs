@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::engine;
+use crate::server::backup::BackupError;
 use crate::store::StoreError;
 
 /// An error response.
@@ -22,6 +23,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Why the request was refused, for metrics.
     pub rejection: Option<&'static str>,
+    /// The request's trace id, in the body of errors whose details only the log has.
+    pub trace_id: Option<String>,
 }
 
 /// Response extension naming why a request was refused (`busy`, `memory`, `concurrency`,
@@ -49,6 +52,30 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             rejection: None,
+            trace_id: None,
+        }
+    }
+
+    /// A fault inside the server: logs `detail` (with the request's span and trace id) and
+    /// answers 500 with a short message and the trace id, never the detail itself (it may
+    /// name files of the data directory).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::hidden(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &detail)
+    }
+
+    /// `status` with a fixed public `message` and the trace id; `detail` goes to the log
+    /// with the same trace id (as a field: the log level may hide the request span).
+    fn hidden(status: StatusCode, message: &str, detail: &dyn std::fmt::Display) -> Self {
+        let trace_id = current_trace_id();
+        let id = trace_id.as_deref().unwrap_or("");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %detail, trace_id = id, status = status.as_u16(), "request refused");
+        } else {
+            tracing::error!(error = %detail, trace_id = id, status = status.as_u16(), "internal error");
+        }
+        ApiError {
+            trace_id,
+            ..Self::new(status, message)
         }
     }
 
@@ -81,6 +108,7 @@ pub fn status_of(err: &StoreError) -> (StatusCode, Option<u64>) {
     use StoreError as S;
     match err {
         S::InvalidCollection { .. }
+        | S::InvalidJson { .. }
         | S::InvalidId(_)
         | S::InvalidDocument(_)
         | S::InvalidFilter(_)
@@ -128,16 +156,47 @@ fn io_status(e: &std::io::Error) -> StatusCode {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         let (status, retry_after) = status_of(&err);
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %err, "internal error");
-        }
+        let rejection = rejection_of(&err);
+        let error = match public_message(&err, status) {
+            None => ApiError::new(status, err.to_string()),
+            Some(message) => ApiError::hidden(status, message, &err),
+        };
         ApiError {
-            status,
-            message: err.to_string(),
             retry_after,
-            rejection: rejection_of(&err),
+            rejection,
+            ..error
         }
     }
+}
+
+/// The message shown instead of `err` when its text is for the log only: server faults
+/// (500, 507) and refusals whose reason names files (a poisoned or locked engine). Client
+/// errors and `Busy` keep their own message, which names no file.
+fn public_message(err: &StoreError, status: StatusCode) -> Option<&'static str> {
+    match err {
+        StoreError::AtIndex { source, .. } => public_message(source, status),
+        StoreError::Engine(engine::Error::Busy { .. }) => None,
+        StoreError::Engine(engine::Error::Poisoned { .. }) => Some(
+            "engine poisoned after a failed write or fsync; writes are refused until a restart",
+        ),
+        StoreError::Engine(engine::Error::Closed) => Some("engine is shut down"),
+        StoreError::Engine(engine::Error::Locked { .. }) => Some("data directory is locked"),
+        _ if status == StatusCode::INSUFFICIENT_STORAGE => {
+            Some("insufficient storage: the data volume is full")
+        }
+        _ if status.is_server_error() => Some("internal error"),
+        _ => None,
+    }
+}
+
+/// The trace id of the current span (the request's), when it has one.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
 impl From<engine::Error> for ApiError {
@@ -146,9 +205,25 @@ impl From<engine::Error> for ApiError {
     }
 }
 
+impl From<BackupError> for ApiError {
+    fn from(err: BackupError) -> Self {
+        match err {
+            BackupError::Engine(e) => e.into(),
+            BackupError::Io { context, source } => StoreError::Io { context, source }.into(),
+            // Restore-side errors; a backup never returns them.
+            e @ (BackupError::BadArchive(_) | BackupError::TargetNotEmpty(_)) => {
+                ApiError::internal(e)
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.message, "status": self.status.as_u16()});
+        let mut body = json!({"error": self.message, "status": self.status.as_u16()});
+        if let Some(id) = self.trace_id {
+            body["trace_id"] = json!(id);
+        }
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(reason) = self.rejection {
             resp.extensions_mut().insert(Rejection(reason));
@@ -194,5 +269,42 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn server_faults_hide_their_details() {
+        let corrupt = StoreError::Engine(engine::Error::Corruption {
+            file: PathBuf::from("/srv/data/sst/000007.sst"),
+            offset: 12,
+            reason: "crc".into(),
+        });
+        let e = ApiError::from(corrupt);
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.message, "internal error");
+        let full = StoreError::Engine(engine::Error::Io {
+            context: "write /srv/data/wal/000001.wal".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+        let e = ApiError::from(full);
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(!e.message.contains('/'), "{}", e.message);
+        let poisoned = StoreError::Engine(engine::Error::Poisoned {
+            reason: "fsync failed: /srv/data/wal/000001.wal".into(),
+        });
+        assert!(!ApiError::from(poisoned).message.contains('/'));
+        let at = StoreError::AtIndex {
+            index: 1,
+            source: Box::new(StoreError::CorruptValue("/srv".into())),
+        };
+        assert_eq!(ApiError::from(at).message, "internal error");
+        // Client errors and Busy keep their message.
+        let bad = ApiError::from(StoreError::InvalidId("too long".into()));
+        assert!(bad.message.contains("too long"));
+        let busy = ApiError::from(StoreError::Engine(engine::Error::Busy {
+            retry_after: Duration::from_millis(100),
+            reason: engine::BusyReason::Memory,
+        }));
+        assert!(busy.message.contains("busy"));
+        assert_eq!(busy.rejection, Some("memory"));
     }
 }

@@ -7,16 +7,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ApiError, Rejection};
+use super::memory;
 use super::AppState;
 
-/// Paths that bypass the in-flight limit (probes must answer under load).
+/// Paths that bypass the in-flight limit (probes must answer under load, and while the
+/// engine opens).
 const UNLIMITED: [&str; 3] = ["/api/health", "/api/ready", "/metrics"];
 
 /// 404 JSON for unknown routes.
@@ -33,73 +35,130 @@ pub async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// Refuses a request at once with 503 + `Retry-After` when `max_in_flight` are running.
-pub async fn concurrency_limit(
-    State(st): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Admits a request: reads its body first (under the body memory budget and the body
+/// timeout), then takes an in-flight permit for as long as it is served. So a request holds
+/// a `max_in_flight` permit only while the server works on it: clients that stall their
+/// uploads wait in the body read (until `server.body_timeout_secs`, then 408) and cannot make
+/// other requests fail. Refusals answer at once: 503 + `Retry-After` (`memory`,
+/// `concurrency`), 413, 408.
+pub async fn admit(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if UNLIMITED.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    match st.in_flight.clone().try_acquire_owned() {
-        Ok(permit) => {
-            // Bodies are counted at their declared length (chunked ones at the body limit);
-            // one larger than the whole budget runs alone.
-            let declared = req
-                .headers()
-                .get(axum::http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
-            let chunked = req
-                .headers()
-                .contains_key(axum::http::header::TRANSFER_ENCODING);
-            let has_body = declared.map_or(chunked, |n| n > 0);
-            let body_permit = if has_body {
-                let bytes = declared
-                    .unwrap_or(st.config.server.max_body_bytes)
-                    .min(st.config.server.max_body_bytes);
-                let kib = u32::try_from(bytes.div_ceil(1024))
-                    .unwrap_or(u32::MAX)
-                    .clamp(1, st.body_budget_kib);
-                match st.body_budget.clone().try_acquire_many_owned(kib) {
-                    Ok(p) => Some(p),
-                    Err(_) => {
-                        drop(permit);
-                        drain_body(req.into_body(), st.config.server.max_body_bytes).await;
-                        return ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "request bodies in flight are at their share of the memory budget; \
-                             retry later",
-                        )
-                        .with_retry_after(1)
-                        .rejected("memory")
-                        .into_response();
-                    }
-                }
-            } else {
-                None
-            };
-            let resp = next.run(req).await;
-            drop(body_permit);
-            drop(permit);
-            resp
+    if let Err(starting) = st.store() {
+        // While the engine opens, only the probes answer.
+        let cfg = &st.config.server;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(cfg.body_timeout_secs),
+            drain_body(req.into_body(), cfg.max_body_bytes),
+        )
+        .await;
+        return starting.into_response();
+    }
+    let (mut req, body_permit) = match read_body(&st, req).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
+    // Held here until the response is produced, unless the handler takes it over.
+    let body_permit = memory::BodyReservation::new(body_permit);
+    req.extensions_mut().insert(body_permit.clone());
+    let Ok(permit) = st.in_flight.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight (server.max_in_flight); retry later",
+        )
+        .with_retry_after(1)
+        .rejected("concurrency")
+        .into_response();
+    };
+    let resp = next.run(req).await;
+    drop(permit);
+    drop(body_permit);
+    resp
+}
+
+/// Reads the whole body into memory (bounded by `server.max_body_bytes`, in time by
+/// `server.body_timeout_secs`), holding a body-budget permit for its declared size; the
+/// permit lives until the response is produced (the handler parses the body).
+async fn read_body(
+    st: &AppState,
+    req: Request,
+) -> Result<(Request, Option<memory::Reservation>), Response> {
+    let cfg = &st.config.server;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !declared.map_or(chunked, |n| n > 0) {
+        return Ok((req, None));
+    }
+    let timeout = Duration::from_secs(cfg.body_timeout_secs);
+    if let Some(n) = declared.filter(|&n| n > cfg.max_body_bytes) {
+        // Read what was sent (up to twice the limit) before answering, so that the client
+        // gets the 413 rather than a broken pipe; a larger body is cut off at once.
+        if n <= cfg.max_body_bytes.saturating_mul(2) {
+            let _ = tokio::time::timeout(timeout, drain_body(req.into_body(), n)).await;
         }
+        return Err(too_large());
+    }
+    // Chunked bodies are counted at the body limit; one larger than the whole budget runs
+    // alone.
+    let bytes = declared.unwrap_or(cfg.max_body_bytes);
+    let reserved = st
+        .memory
+        .reserve(
+            bytes.saturating_mul(memory::BODY_FACTOR),
+            "this request body",
+        )
+        .await;
+    let permit = match reserved {
+        Ok(p) => p,
+        Err(refused) => {
+            // Read the body (discarding it) before answering: a reply sent while the client
+            // is still writing makes hyper close the connection, and the client sees a
+            // broken pipe instead of the 503.
+            let _ = tokio::time::timeout(timeout, drain_body(req.into_body(), cfg.max_body_bytes))
+                .await;
+            return Err(refused.into_response());
+        }
+    };
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, collect_body(body, cfg.max_body_bytes, declared)).await {
+        Ok(Ok(bytes)) => Ok((
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+            Some(permit),
+        )),
+        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
+        Ok(Err(BodyError::Read(e))) => Err(ApiError::bad_request(format!(
+            "request body could not be read: {e}"
+        ))
+        .into_response()),
         Err(_) => {
-            // Read the body (discarding it, never buffering) before answering: a reply
-            // sent while the client is still writing makes hyper close the connection, and
-            // the client sees a broken pipe instead of the 503.
-            drain_body(req.into_body(), st.config.server.max_body_bytes).await;
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many requests in flight (server.max_in_flight); retry later",
+            let mut resp = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} s (server.body_timeout_secs)",
+                    cfg.body_timeout_secs
+                ),
             )
-            .with_retry_after(1)
-            .rejected("concurrency")
-            .into_response()
+            .into_response();
+            // The rest of the body may still come; this connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(resp)
         }
     }
+}
+
+fn too_large() -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body is larger than the limit (server.max_body_bytes)",
+    )
+    .into_response()
 }
 
 /// Reads and drops a request body, at most `max` bytes of it (larger: the connection is
@@ -116,6 +175,32 @@ async fn drain_body(mut body: axum::body::Body, max: u64) {
             }
         }
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Collects a body of at most `max` bytes (capacity reserved from the declared length).
+async fn collect_body(
+    mut body: axum::body::Body,
+    max: u64,
+    declared: Option<u64>,
+) -> Result<axum::body::Bytes, BodyError> {
+    use axum::body::HttpBody;
+    let cap = usize::try_from(declared.unwrap_or(0).min(max)).unwrap_or(0);
+    let mut out = bytes::BytesMut::with_capacity(cap);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Some(data) = frame.data_ref() {
+            if (out.len() + data.len()) as u64 > max {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Rewrites any non-JSON error response (from axum extractors, the timeout layer, ...) as
@@ -155,7 +240,13 @@ pub async fn json_errors(State(st): State<Arc<AppState>>, req: Request, next: Ne
     } else {
         text
     };
-    let mut new = ApiError::new(status, msg).into_response();
+    let error = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        // Whatever produced it, its text is for the log only.
+        ApiError::internal(msg)
+    } else {
+        ApiError::new(status, msg)
+    };
+    let mut new = error.into_response();
     for (k, v) in &parts.headers {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             new.headers_mut().append(k.clone(), v.clone());

@@ -3,15 +3,21 @@
 //! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
 
 pub mod backup;
+pub(crate) mod backup_route;
 pub mod error;
+pub(crate) mod head;
 pub mod limits;
+pub mod memory;
+pub(crate) mod origin;
 pub mod probes;
 pub mod routes;
+pub mod search;
+pub mod startup;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
@@ -30,26 +36,26 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::Config;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
+use error::ApiError;
 
 /// State shared by all handlers.
 pub struct AppState {
-    /// The document store.
-    pub store: Arc<Store>,
+    /// The document store, set once the engine is open (see [`AppState::store`]).
+    store: OnceLock<Arc<Store>>,
+    /// The phase (opening, serving, shutting down) and the WAL replay's progress.
+    pub startup: Arc<startup::Startup>,
     /// The effective configuration.
     pub config: Config,
-    /// False once shutdown began (readiness turns 503).
-    pub ready: AtomicBool,
     /// When the server started.
     pub started: Instant,
     /// True while an API-triggered compaction runs.
     pub compacting: AtomicBool,
+    /// True while `GET /api/_backup` streams.
+    pub backing_up: AtomicBool,
     /// Permits for requests in flight.
     pub in_flight: Arc<Semaphore>,
-    /// Request-body bytes in flight, in KiB permits: a write holds several times its body
-    /// (bytes, parsed JSON, encoded batch) before the engine's memory check can refuse it.
-    pub body_budget: Arc<Semaphore>,
-    /// The body budget's size in KiB.
-    pub body_budget_kib: u32,
+    /// What requests hold in memory (bodies, documents read, search buffers).
+    pub memory: memory::RequestMemory,
     /// CPU percent sampling for `/api/stats`.
     pub cpu: probes::CpuSampler,
     /// Metrics, traces and the memory governor, when started.
@@ -57,30 +63,69 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `store` under `config`.
+    /// State for an open `store` under `config`, serving at once.
     pub fn new(store: Arc<Store>, config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
+        let state = Self::starting(config, telemetry);
+        let _ = state.open(store);
+        state
+    }
+
+    /// State for a server whose engine is still opening: every route but the probes
+    /// answers 503 until [`AppState::open`].
+    pub fn starting(config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         let limit = telemetry.as_ref().map_or(512 << 20, |t| t.memory_limit());
-        let body_budget_kib = body_budget_kib(limit);
+        let memory = memory::RequestMemory::new(limit, config.server.max_body_bytes);
         Arc::new(AppState {
-            store,
+            store: OnceLock::new(),
+            startup: Arc::default(),
             config,
-            ready: AtomicBool::new(true),
             started: Instant::now(),
             compacting: AtomicBool::new(false),
+            backing_up: AtomicBool::new(false),
             in_flight: Arc::new(Semaphore::new(permits)),
-            body_budget: Arc::new(Semaphore::new(body_budget_kib as usize)),
-            body_budget_kib,
+            memory,
             cpu: probes::CpuSampler::default(),
             telemetry,
         })
     }
+
+    /// Serves `store` from now on; gives it back if shutdown began first (the caller
+    /// then shuts its engine down).
+    pub fn open(&self, store: Arc<Store>) -> Result<(), Arc<Store>> {
+        let mut slot = Some(store);
+        let served = self.startup.serve_with(|| {
+            if let Some(s) = slot.take() {
+                let _ = self.store.set(s);
+            }
+        });
+        match (served, slot) {
+            (false, Some(s)) => Err(s),
+            _ => Ok(()),
+        }
+    }
+
+    /// The store, or 503 + `Retry-After` while the engine is still opening.
+    pub fn store(&self) -> Result<&Arc<Store>, ApiError> {
+        self.store
+            .get()
+            .ok_or_else(|| starting_error(&self.startup))
+    }
 }
 
-/// Request bodies in flight may take 1/16 of the memory limit (at least 1 MiB): parsing
-/// multiplies a body about four times, so bursts stay near a quarter of the budget.
-pub fn body_budget_kib(memory_limit: u64) -> u32 {
-    u32::try_from((memory_limit / 16 / 1024).max(1024)).unwrap_or(u32::MAX)
+/// The 503 for requests that need the engine before it is open.
+fn starting_error(s: &startup::Startup) -> ApiError {
+    let what = match s.progress() {
+        Some((done, total)) => {
+            format!("replaying the write-ahead log ({done} of {total} bytes)")
+        }
+        None => "opening the data directory".to_string(),
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("starting: {what}; retry later"),
+    )
+    .with_retry_after(1)
 }
 
 /// The full router with every layer.
@@ -94,9 +139,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/openapi.json", get(probes::openapi))
         .route("/api/_collections", get(routes::collections))
         .route("/api/_compact", post(routes::compact))
+        .route("/api/_backup", get(backup_route::backup))
         .route("/api/{col}", post(routes::insert_one))
         .route("/api/{col}/_insertMany", post(routes::insert_many))
-        .route("/api/{col}/_search", post(routes::search))
+        .route("/api/{col}/_search", post(search::search))
         .route("/api/{col}/_count", get(routes::count))
         .route(
             "/api/{col}/{id}",
@@ -119,19 +165,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(
             usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::concurrency_limit,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::admit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(cfg.request_timeout_secs),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::refuse_cross_site_writes,
         ))
         .layer(cors)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::json_errors,
-        ));
+        ))
+        .layer(middleware::from_fn(head::answer_refused));
     // Request spans and metrics, outermost so refused requests are counted too.
     match &state.telemetry {
         Some(t) => app.layer(t.http_layer()),
@@ -190,6 +238,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(cfg.header_timeout_secs))
+        .max_headers(head::MAX_HEADERS)
         .keep_alive(true);
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     tokio::pin!(shutdown);
@@ -206,9 +255,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(limits::IdleTimeout::new(stream, idle));
-                let svc = TowerToHyperService::new(app.clone());
-                let conn = graceful.watch(http.serve_connection(io, svc));
+                // Request heads are checked before hyper parses them (see `head`).
+                let io = head::HeadGuard::new(limits::IdleTimeout::new(stream, idle));
+                let svc = head::ConnService::new(TowerToHyperService::new(app.clone()), io.refusal());
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -216,7 +266,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    state.ready.store(false, Ordering::SeqCst);
+    state.startup.shut_down();
     drop(listener);
     tracing::info!("shutdown: draining in-flight requests");
     let drain = Duration::from_secs(cfg.shutdown_drain_secs);
@@ -229,7 +279,10 @@ pub async fn serve(
             "drain timed out; closing anyway"
         );
     }
-    let store = state.store.clone();
+    // Once shutdown began the store can no longer be installed, so this is the last word.
+    let Some(store) = state.store.get().cloned() else {
+        return Ok(()); // the engine never opened; its opener stops with the process
+    };
     match tokio::task::spawn_blocking(move || store.engine().shutdown()).await {
         Ok(r) => r,
         Err(e) => Err(crate::engine::Error::InvalidArgument(format!(
@@ -261,16 +314,4 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
-}
-
-#[cfg(test)]
-mod body_budget_tests {
-    use super::body_budget_kib;
-
-    #[test]
-    fn body_budget_is_a_sixteenth_of_the_limit_with_a_floor() {
-        assert_eq!(body_budget_kib(512 << 20), 32 << 10);
-        assert_eq!(body_budget_kib(64 << 20), 4 << 10);
-        assert_eq!(body_budget_kib(1 << 20), 1 << 10);
-    }
 }

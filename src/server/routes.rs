@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,24 +13,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::memory;
 use super::AppState;
-use crate::store::{
-    decode_cursor, document::id_of, encode_cursor, Filter, StoreError, StoredDoc, Update,
-};
-
-/// Documents without a match examined at most per paged `_search` call.
-pub const SCAN_BUDGET: usize = 100_000;
-/// Cap of a `_search` without paging parameters (MiniDBGo's).
-pub const BARE_SEARCH_CAP: usize = 1000;
-/// Page size of a paged `_search` without `limit`.
-pub const DEFAULT_PAGE: usize = 100;
-/// Largest `limit` of a paged `_search`.
-pub const MAX_PAGE: usize = 1000;
+use crate::store::{document::id_of, json, Filter, StoreError, StoredDoc, Update};
 
 type St = State<Arc<AppState>>;
 
 /// Runs blocking store work off the async workers.
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -40,15 +30,12 @@ where
     let span = tracing::Span::current();
     match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("worker task failed: {e}"),
-        )),
+        Err(e) => Err(ApiError::internal(format_args!("worker task failed: {e}"))),
     }
 }
 
 /// The body bytes, or the body-limit (413) / read error as JSON.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rej| {
         let status = rej.status();
         let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -68,8 +55,12 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
             "request body is empty; expected JSON",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
+    parse_json("request body", &bytes)
+}
+
+/// Every JSON a client sends goes through here (see `store::json`).
+pub(crate) fn parse_json(what: &'static str, bytes: &[u8]) -> Result<Value, ApiError> {
+    json::parse(bytes).map_err(|source| StoreError::InvalidJson { what, source }.into())
 }
 
 /// The `If-Match` precondition: `None` without the header or with `*`, else the version it
@@ -122,14 +113,16 @@ pub async fn insert_one(
     Path(col): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let len = body.as_ref().map_or(0, |b| b.len() as u64);
     let doc = json_body(body)?;
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let c = col.clone();
     let (id, version) = blocking(move || {
         let version = store.insert(&c, &doc)?;
         Ok((id_of(&doc)?.to_owned(), version))
     })
     .await?;
+    st.memory.observe(&col, len);
     Ok(keyed_answer(
         StatusCode::CREATED,
         "created",
@@ -147,40 +140,78 @@ pub async fn put_doc(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let want = if_match(&headers);
+    let len = body.as_ref().map_or(0, |b| b.len() as u64);
     let doc = json_body(body)?;
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let (c, i) = (col.clone(), id.clone());
     let (version, _) = blocking(move || store.put(&c, &i, doc, want)).await?;
+    st.memory.observe(&col, len);
     Ok(keyed_answer(StatusCode::OK, "ok", &col, &id, version))
 }
 
-/// `GET /api/{col}/{id}`: the document, with its ETag.
+/// `GET /api/{col}/{id}`: the document, with its ETag. It is read inside the request-memory
+/// budget (see `memory`): reserved by the collection's size hint, checked against its real
+/// size, and held until the response is sent.
 pub async fn get_doc(
     State(st): St,
     Path((col, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let store = st.store.clone();
-    let StoredDoc { version, json } = blocking(move || store.get(&col, &id)).await?;
+    let store = st.store()?.clone();
+    let mut held = st
+        .memory
+        .reserve_read(None, &col, memory::GET_FACTOR, 0, "reading this document")
+        .await?;
+    let c = col.clone();
+    let StoredDoc { version, json } = blocking(move || store.get(&c, &id)).await?;
+    st.memory.observe(&col, json.len() as u64);
+    if !st
+        .memory
+        .try_resize(&mut held, memory::GET_FACTOR * json.len() as u64)
+    {
+        return Err(memory::over_budget("reading this document"));
+    }
     let tag = etag(version);
     if headers.get(header::IF_NONE_MATCH) == Some(&tag) {
         return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), version));
     }
-    Ok(with_etag(raw_json(StatusCode::OK, json), version))
+    // The read's transient copy is gone: the document alone is held while it is sent.
+    let _ = st.memory.try_resize(&mut held, json.len() as u64);
+    let body = Body::new(memory::Held::new(Body::from(json), held));
+    Ok(with_etag(raw_json(StatusCode::OK, body), version))
 }
 
 /// `PATCH /api/{col}/{id}`: `$set`/`$unset`/`$inc`, atomically; returns the new document.
+/// The document is read, parsed, changed and encoded: [`memory::PATCH_FACTOR`] times its
+/// size is reserved (by the size hint, then the real size).
 pub async fn patch_doc(
     State(st): St,
     Path((col, id)): Path<(String, String)>,
     headers: HeaderMap,
+    body_held: Option<Extension<memory::BodyReservation>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body_held = body_held.map(|Extension(b)| b);
     let want = if_match(&headers);
     let update = Update::parse(&json_body(body)?)?;
-    let store = st.store.clone();
-    let doc = blocking(move || store.patch(&col, &id, &update, want)).await?;
-    Ok(with_etag(raw_json(StatusCode::OK, doc.json), doc.version))
+    let store = st.store()?.clone();
+    let mut held = st
+        .memory
+        .reserve_read(
+            body_held.and_then(|b| b.take()),
+            &col,
+            memory::PATCH_FACTOR,
+            0,
+            "updating this document",
+        )
+        .await?;
+    let c = col.clone();
+    let doc = blocking(move || store.patch(&c, &id, &update, want)).await?;
+    st.memory.observe(&col, doc.json.len() as u64);
+    // The write is done; only the answer is held now.
+    let _ = st.memory.try_resize(&mut held, doc.json.len() as u64);
+    let body = Body::new(memory::Held::new(Body::from(doc.json), held));
+    Ok(with_etag(raw_json(StatusCode::OK, body), doc.version))
 }
 
 /// `DELETE /api/{col}/{id}`.
@@ -190,7 +221,7 @@ pub async fn delete_doc(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let want = if_match(&headers);
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let (c, i) = (col.clone(), id.clone());
     blocking(move || store.delete(&c, &i, want)).await?;
     Ok(Json(json!({"status": "deleted", "key": format!("{col}:{id}")})).into_response())
@@ -202,6 +233,7 @@ pub async fn insert_many(
     Path(col): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let len = body.as_ref().map_or(0, |b| b.len() as u64);
     let docs = match json_body(body)? {
         Value::Array(docs) => docs,
         other => {
@@ -211,100 +243,14 @@ pub async fn insert_many(
             )))
         }
     };
-    let store = st.store.clone();
-    let n = blocking(move || store.insert_many(&col, &docs)).await?;
+    let store = st.store()?.clone();
+    let c = col.clone();
+    let n = blocking(move || store.insert_many(&c, &docs)).await?;
+    if n > 0 {
+        // The average document: reads correct the hint for larger ones.
+        st.memory.observe(&col, len / n as u64);
+    }
     Ok(Json(json!({"status": "ok", "insertedCount": n})).into_response())
-}
-
-/// Query of `_search`.
-#[derive(Debug, Deserialize)]
-pub struct SearchQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-    count: Option<String>,
-}
-
-fn parse_filter(body: Result<Bytes, BytesRejection>) -> Result<Filter, ApiError> {
-    let bytes = body_bytes(body)?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Filter::all());
-    }
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?;
-    Ok(Filter::parse(&v)?)
-}
-
-fn join_docs(out: &mut Vec<u8>, docs: &[Bytes]) {
-    out.push(b'[');
-    for (i, d) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(d);
-    }
-    out.push(b']');
-}
-
-/// `POST /api/{col}/_search`: a bare array (capped), a page, or a count.
-pub async fn search(
-    State(st): St,
-    Path(col): Path<String>,
-    Query(q): Query<SearchQuery>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let count = match q.count.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(c) => {
-            return Err(ApiError::bad_request(format!(
-                "count must be true or false, got {c:?}"
-            )))
-        }
-    };
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be an integer from 1 to {MAX_PAGE}, got {s:?}"
-                )))
-            }
-        },
-    };
-    let filter = parse_filter(body)?;
-    let store = st.store.clone();
-    if count {
-        let n = blocking(move || store.count(&col, &filter)).await?;
-        return Ok(Json(json!({"count": n})).into_response());
-    }
-    if q.limit.is_none() && q.cursor.is_none() {
-        let page =
-            blocking(move || store.search(&col, &filter, None, BARE_SEARCH_CAP, None)).await?;
-        let mut out = Vec::new();
-        join_docs(&mut out, &page.docs);
-        return Ok(raw_json(StatusCode::OK, out));
-    }
-    let after = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(decode_cursor(c)?),
-    };
-    let page =
-        blocking(move || store.search(&col, &filter, after.as_deref(), limit, Some(SCAN_BUDGET)))
-            .await?;
-    let mut out = Vec::from(&b"{\"documents\":"[..]);
-    join_docs(&mut out, &page.docs);
-    out.extend_from_slice(b",\"cursor\":");
-    match page.next_after {
-        Some(id) => out.extend_from_slice(
-            serde_json::to_string(&encode_cursor(&id))
-                .unwrap_or_else(|_| "null".into())
-                .as_bytes(),
-        ),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b'}');
-    Ok(raw_json(StatusCode::OK, out))
 }
 
 /// Query of `_count`.
@@ -321,26 +267,22 @@ pub async fn count(
 ) -> Result<Response, ApiError> {
     let filter = match q.filter.as_deref() {
         None | Some("") => Filter::all(),
-        Some(f) => {
-            let v: Value = serde_json::from_str(f)
-                .map_err(|e| ApiError::bad_request(format!("filter is not valid JSON: {e}")))?;
-            Filter::parse(&v)?
-        }
+        Some(f) => Filter::parse(&parse_json("filter parameter", f.as_bytes())?)?,
     };
-    let store = st.store.clone();
-    let n = blocking(move || store.count(&col, &filter)).await?;
-    Ok(Json(json!({"count": n})).into_response())
+    let store = st.store()?.clone();
+    super::search::count_matches(&st, None, store, col, filter).await
 }
 
 /// `GET /api/_collections`: names, exact counts and byte sizes, sorted.
 pub async fn collections(State(st): St) -> Result<Response, ApiError> {
-    let store = st.store.clone();
+    let store = st.store()?.clone();
     let list = blocking(move || store.collections()).await?;
     Ok(Json(list).into_response())
 }
 
 /// `POST /api/_compact`: starts a full compaction unless one is running; 202 either way.
 pub async fn compact(State(st): St) -> Result<Response, ApiError> {
+    let store = st.store()?.clone();
     if st.compacting.swap(true, Ordering::SeqCst) {
         return Ok((
             StatusCode::ACCEPTED,
@@ -351,7 +293,7 @@ pub async fn compact(State(st): St) -> Result<Response, ApiError> {
     let state = st.clone();
     tokio::task::spawn_blocking(move || {
         tracing::info!(trigger = "api", "compaction started");
-        if let Err(e) = state.store.engine().compact() {
+        if let Err(e) = store.engine().compact() {
             tracing::error!(error = %e, "compaction failed");
         }
         state.compacting.store(false, Ordering::SeqCst);

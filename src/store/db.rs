@@ -27,7 +27,7 @@ use super::meta::{
 };
 use super::name::{validate_collection, validate_id};
 use super::update::Update;
-use crate::engine::{Engine, Snapshot, WriteBatch};
+use crate::engine::{Engine, Scan, Snapshot, WriteBatch};
 
 /// Most documents in one `insert_many` batch.
 pub const MAX_BATCH_DOCS: usize = 1000;
@@ -63,6 +63,81 @@ pub struct SearchPage {
     pub docs: Vec<Bytes>,
     /// Where the next page starts (an `_id` to pass back as `after`), if there may be more.
     pub next_after: Option<String>,
+}
+
+/// One step of a [`SearchCursor`].
+#[derive(Debug)]
+pub enum Hit {
+    /// The next matching document.
+    Doc {
+        /// Its `_id`.
+        id: String,
+        /// Its JSON.
+        json: Bytes,
+    },
+    /// The scan budget is spent: resume after `last_examined` (paging still sees every
+    /// document exactly once).
+    BudgetSpent {
+        /// The last `_id` examined.
+        last_examined: String,
+    },
+    /// No more documents.
+    End,
+}
+
+/// A search in progress: matching documents of one collection in `_id` order, from one
+/// snapshot, one at a time (it holds the current document only). Owns everything it
+/// reads, so it can move between threads; every step may block on disk I/O.
+pub struct SearchCursor {
+    scan: Scan,
+    filter: Arc<Filter>,
+    misses: usize,
+    scan_budget: Option<usize>,
+}
+
+impl SearchCursor {
+    fn new(
+        snap: &Snapshot,
+        col: &str,
+        filter: Arc<Filter>,
+        after: Option<&str>,
+        scan_budget: Option<usize>,
+    ) -> Result<Self> {
+        validate_collection(col)?;
+        let (start, end) = collection_range(col);
+        let start = match after {
+            Some(id) => resume_key(col, id),
+            None => start,
+        };
+        Ok(SearchCursor {
+            scan: snap.scan(start..end),
+            filter,
+            misses: 0,
+            scan_budget,
+        })
+    }
+
+    /// The next matching document, or why there is none.
+    pub fn next_hit(&mut self) -> Result<Hit> {
+        for item in self.scan.by_ref() {
+            let (key, value) = item?;
+            let (_, id) = decode_doc_key(&key)?;
+            let (_, json) = decode_envelope(&value)?;
+            if self.filter.is_all() || self.filter.matches(&parse_stored(&json)?) {
+                return Ok(Hit::Doc {
+                    id: id.to_owned(),
+                    json,
+                });
+            }
+            self.misses += 1;
+            if self.scan_budget.is_some_and(|b| self.misses > b) {
+                return Ok(Hit::BudgetSpent {
+                    last_examined: id.to_owned(),
+                });
+            }
+        }
+        Ok(Hit::End)
+    }
 }
 
 /// What a conditional single-document write requires of the current version.
@@ -347,7 +422,7 @@ impl Store {
     ///
     /// Stops at `limit` documents, or after examining `scan_budget` non-matching documents
     /// (then `next_after` is the last examined `_id`, so paging still sees every document
-    /// exactly once). Memory is bounded by `limit`.
+    /// exactly once). Memory is bounded by `limit`; [`Store::search_cursor`] streams instead.
     #[tracing::instrument(name = "store.search", skip_all, fields(collection = %col))]
     pub fn search(
         &self,
@@ -357,37 +432,47 @@ impl Store {
         limit: usize,
         scan_budget: Option<usize>,
     ) -> Result<SearchPage> {
-        validate_collection(col)?;
-        let (start, end) = collection_range(col);
-        let start = match after {
-            Some(id) => resume_key(col, id),
-            None => start,
-        };
+        let snap = self.engine.snapshot();
+        let mut cursor =
+            SearchCursor::new(&snap, col, Arc::new(filter.clone()), after, scan_budget)?;
         let mut page = SearchPage::default();
-        let mut examined_misses = 0usize;
         let mut last_id: Option<String> = None;
-        for item in self.engine.scan(start..end) {
-            let (key, value) = item?;
-            let (_, id) = decode_doc_key(&key)?;
-            let (_, json) = decode_envelope(&value)?;
-            let hit = filter.is_all() || filter.matches(&parse_stored(&json)?);
-            if hit {
-                if page.docs.len() == limit {
-                    // One more match exists: the page is full and there is a next one.
-                    page.next_after = last_id.take();
+        loop {
+            match cursor.next_hit()? {
+                Hit::Doc { id, json } => {
+                    if page.docs.len() == limit {
+                        // One more match exists: the page is full and there is a next one.
+                        page.next_after = last_id;
+                        return Ok(page);
+                    }
+                    page.docs.push(json);
+                    last_id = Some(id);
+                }
+                Hit::BudgetSpent { last_examined } => {
+                    page.next_after = Some(last_examined);
                     return Ok(page);
                 }
-                page.docs.push(json);
-            } else {
-                examined_misses += 1;
-                if scan_budget.is_some_and(|b| examined_misses > b) {
-                    page.next_after = Some(id.to_owned());
-                    return Ok(page);
-                }
+                Hit::End => return Ok(page),
             }
-            last_id = Some(id.to_owned());
         }
-        Ok(page)
+    }
+
+    /// A streaming search of `col` over `snap` (see [`SearchCursor`]); `after` and
+    /// `scan_budget` as in [`Store::search`].
+    pub fn search_cursor(
+        &self,
+        snap: &Snapshot,
+        col: &str,
+        filter: Arc<Filter>,
+        after: Option<&str>,
+        scan_budget: Option<usize>,
+    ) -> Result<SearchCursor> {
+        SearchCursor::new(snap, col, filter, after, scan_budget)
+    }
+
+    /// A consistent view for several reads (a search read twice, ...).
+    pub fn snapshot(&self) -> Snapshot {
+        self.engine.snapshot()
     }
 
     /// Counts documents of `col`: exact stored counters without a filter, a scan with one.

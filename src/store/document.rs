@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{Result, StoreError};
-use super::name::validate_id;
+use super::name::{validate_id, validate_new_id};
 
 /// The field holding a document's identity.
 pub const ID_FIELD: &str = "_id";
@@ -64,17 +64,21 @@ pub fn id_of(doc: &Value) -> Result<&str> {
     }
 }
 
-/// Validates a document for insert (POST) and returns its `_id`.
+/// Validates a document for insert (POST, `_insertMany`, restore) and returns its `_id`,
+/// which must not be reserved.
 pub fn prepare_insert(doc: &Value) -> Result<&str> {
     validate_document(doc)?;
-    id_of(doc)
+    let id = id_of(doc)?;
+    validate_new_id(id)?;
+    Ok(id)
 }
 
 /// Validates a document for upsert (PUT) under `id` from the URL and sets its `_id`.
 ///
-/// A body `_id` that differs from `id` (in value or type) is rejected.
+/// A body `_id` that differs from `id` (in value or type) is rejected, and so is a
+/// reserved `id`.
 pub fn prepare_put(doc: &mut Value, id: &str) -> Result<()> {
-    validate_id(id)?;
+    validate_new_id(id)?;
     validate_document(doc)?;
     let map: &mut Map<String, Value> = match doc.as_object_mut() {
         Some(m) => m,

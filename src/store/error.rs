@@ -5,7 +5,18 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the store layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
+    /// Client JSON refused by [`super::json::parse`]; `what` names the input
+    /// ("request body", "filter", ...).
+    #[error("{what}: {source}")]
+    InvalidJson {
+        /// Which input.
+        what: &'static str,
+        /// Why it was refused.
+        #[source]
+        source: super::json::JsonError,
+    },
     /// A collection name is not valid; `reason` says why.
     #[error("invalid collection name {}: {reason}", preview(.name))]
     InvalidCollection {
@@ -94,7 +105,7 @@ pub enum StoreError {
 }
 
 /// Quotes `s` for an error message, cut to a readable length.
-fn preview(s: &str) -> String {
+pub(crate) fn preview(s: &str) -> String {
     const MAX_CHARS: usize = 64;
     match s.char_indices().nth(MAX_CHARS) {
         Some((cut, _)) => format!("{:?}...", &s[..cut]),

@@ -180,7 +180,7 @@ fn parse_list(op: &str, value: &Value) -> Result<Vec<Node>> {
 
 fn parse_field(field: &str, value: &Value) -> Result<Node> {
     let path = split_path(field)
-        .ok_or_else(|| invalid(format!("field path {field:?} has an empty segment")))?;
+        .map_err(|e| invalid(format!("field path {} {e}", super::error::preview(field))))?;
     let ops = match value {
         Value::Object(map) if map.keys().any(|k| k.starts_with('$')) => {
             if let Some(plain) = map.keys().find(|k| !k.starts_with('$')) {

@@ -1,15 +1,14 @@
 //! The dump line format: one `{"collection": ..., "doc": ...}` JSON object per line.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use super::document::{id_of, validate_document};
-use super::error::{Result, StoreError};
+use super::document::{id_of, prepare_insert, type_name};
+use super::error::{preview, Result, StoreError};
 use super::name::validate_collection;
 
 /// One parsed dump line: a document and the collection it belongs to.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DumpRecord {
     /// The (validated) collection name.
     pub collection: String,
@@ -46,20 +45,38 @@ pub fn parse_line(line_no: usize, line: &str) -> Result<DumpRecord> {
         line: line_no,
         reason,
     };
-    let record: DumpRecord = serde_json::from_str(line).map_err(|e| {
+    let expected = |why: String| {
         at_line(format!(
-            "expected {{\"collection\": ..., \"doc\": ...}}: {e}"
+            "expected {{\"collection\": ..., \"doc\": ...}}: {why}"
         ))
-    })?;
-    validate_record(&record.collection, &record.doc).map_err(|e| at_line(e.to_string()))?;
-    Ok(record)
+    };
+    let value = super::json::parse(line.as_bytes()).map_err(|e| expected(e.to_string()))?;
+    let Value::Object(mut fields) = value else {
+        return Err(expected(format!("got {}", type_name(&value))));
+    };
+    if let Some(other) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "collection" | "doc"))
+    {
+        return Err(expected(format!("unknown field {}", preview(other))));
+    }
+    let collection = match fields.remove("collection") {
+        Some(Value::String(c)) => c,
+        Some(other) => return Err(expected(format!("collection is {}", type_name(&other)))),
+        None => return Err(expected("missing field `collection`".into())),
+    };
+    let doc = fields
+        .remove("doc")
+        .ok_or_else(|| expected("missing field `doc`".into()))?;
+    validate_record(&collection, &doc).map_err(|e| at_line(e.to_string()))?;
+    Ok(DumpRecord { collection, doc })
 }
 
-/// Checks the collection name and the document (object, depth, string `_id`).
+/// Checks the collection name and the document (object, depth, string `_id` that is not
+/// reserved).
 fn validate_record(collection: &str, doc: &Value) -> Result<()> {
     validate_collection(collection)?;
-    validate_document(doc)?;
-    id_of(doc).map(drop)
+    prepare_insert(doc).map(drop)
 }
 
 #[cfg(test)]
@@ -108,6 +125,8 @@ mod tests {
         assert!(reason(r#"{"collection": "a", "doc": {"_id": 1}}"#).contains("_id"));
         assert!(reason(r#"{"collection": "a", "doc": {"v": 1}}"#).contains("_id"));
         assert!(reason(r#"{"collection": "a", "doc": {"_id": ""}}"#).contains("_id"));
+        assert!(reason(r#"{"collection": "a", "doc": {"_id": "_count"}}"#)
+            .contains("ids starting with '_' are reserved"));
         assert!(reason(r#"{"collection": "a", "doc": 5}"#).contains("object"));
         let deep = format!(
             r#"{{"collection": "a", "doc": {{"_id": "k", "v": {}1{}}}}}"#,

@@ -7,8 +7,10 @@ pub mod cursor;
 pub mod db;
 pub mod document;
 pub mod error;
+pub mod feed;
 pub mod filter;
 pub mod import;
+pub mod json;
 pub mod jsonl;
 pub mod key;
 pub mod meta;
@@ -17,7 +19,9 @@ pub mod path;
 pub mod update;
 
 pub use cursor::{decode_cursor, encode_cursor};
-pub use db::{CollectionInfo, IfMatch, SearchPage, Store, StoredDoc, MAX_BATCH_DOCS};
+pub use db::{
+    CollectionInfo, Hit, IfMatch, SearchCursor, SearchPage, Store, StoredDoc, MAX_BATCH_DOCS,
+};
 pub use error::{Result, StoreError};
 pub use filter::Filter;
 pub use jsonl::{encode_line, parse_line, DumpRecord};

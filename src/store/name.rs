@@ -50,6 +50,24 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The rule for new ids, quoted in every refusal.
+pub const RESERVED_ID_RULE: &str = "ids starting with '_' are reserved for routes";
+
+/// Checks the `_id` of a document being created or replaced: a valid id that does not
+/// start with `_`. Such ids would collide with the routes (`/api/{col}/_count`,
+/// `_search`, `_insertMany`), as CouchDB's reserved ids would; existing documents with such
+/// ids can still be read, patched and deleted where the route allows.
+pub fn validate_new_id(id: &str) -> Result<()> {
+    validate_id(id)?;
+    if id.starts_with('_') {
+        return Err(StoreError::InvalidId(format!(
+            "{RESERVED_ID_RULE} (\"_count\", \"_search\", ...); got {}",
+            super::error::preview(id)
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `c` may appear in a collection name.
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
@@ -95,5 +113,23 @@ mod tests {
             validate_id(&"a".repeat(513)),
             Err(StoreError::InvalidId(_))
         ));
+    }
+
+    #[test]
+    fn new_ids_must_not_start_with_an_underscore() {
+        assert!(
+            validate_id("_count").is_ok(),
+            "existing documents stay readable"
+        );
+        for id in ["_count", "_search", "_insertMany", "_", "_x"] {
+            assert!(
+                matches!(validate_new_id(id), Err(StoreError::InvalidId(m)) if m.contains(RESERVED_ID_RULE)),
+                "{id}"
+            );
+        }
+        for id in ["a_", "count", "x_y", " _"] {
+            assert!(validate_new_id(id).is_ok(), "{id}");
+        }
+        assert!(validate_new_id("").is_err());
     }
 }

@@ -2,10 +2,41 @@
 
 use serde_json::Value;
 
-/// Splits a dot path into its segments; `None` if the path or any segment is empty.
-pub fn split_path(path: &str) -> Option<Vec<String>> {
+use super::document::MAX_DEPTH;
+
+/// Why a dot path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    /// The path, or one of its segments, is empty (`""`, `"a..b"`, `"a."`).
+    EmptySegment,
+    /// More segments than a document can be deep ([`MAX_DEPTH`]): no document has such a
+    /// field, and building one (`$set`) would nest deeper than the limit.
+    TooManySegments,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::EmptySegment => f.write_str("has an empty segment"),
+            PathError::TooManySegments => write!(
+                f,
+                "has more than {MAX_DEPTH} segments (the document depth limit)"
+            ),
+        }
+    }
+}
+
+/// Splits a dot path into its segments, refusing empty segments and paths longer than the
+/// document depth limit. The segment count is checked before anything is allocated.
+pub fn split_path(path: &str) -> Result<Vec<String>, PathError> {
+    if path.bytes().filter(|&b| b == b'.').count() >= MAX_DEPTH {
+        return Err(PathError::TooManySegments);
+    }
     let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-    segments.iter().all(|s| !s.is_empty()).then_some(segments)
+    if segments.iter().any(String::is_empty) {
+        return Err(PathError::EmptySegment);
+    }
+    Ok(segments)
 }
 
 /// The array index a segment names: plain ASCII digits only (no sign, no spaces).
@@ -42,11 +73,18 @@ mod tests {
 
     #[test]
     fn split() {
-        assert_eq!(split_path("a.b"), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(split_path("a"), Some(vec!["a".into()]));
+        assert_eq!(split_path("a.b"), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(split_path("a"), Ok(vec!["a".into()]));
         for bad in ["", ".", "a.", ".a", "a..b"] {
-            assert_eq!(split_path(bad), None, "{bad}");
+            assert_eq!(split_path(bad), Err(PathError::EmptySegment), "{bad}");
         }
+        let longest = vec!["p"; MAX_DEPTH].join(".");
+        assert_eq!(split_path(&longest).map(|p| p.len()), Ok(MAX_DEPTH));
+        let too_long = vec!["p"; MAX_DEPTH + 1].join(".");
+        assert_eq!(split_path(&too_long), Err(PathError::TooManySegments));
+        let attack = vec!["p"; 15_000].join(".");
+        assert_eq!(split_path(&attack), Err(PathError::TooManySegments));
+        assert!(PathError::TooManySegments.to_string().contains("64"));
     }
 
     #[test]

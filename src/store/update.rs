@@ -9,7 +9,7 @@
 use serde_json::{Map, Number, Value};
 
 use super::document::{depth_capped, type_name, validate_document, ID_FIELD, MAX_DEPTH};
-use super::error::{Result, StoreError};
+use super::error::{preview, Result, StoreError};
 use super::path::{array_index, lookup_mut, split_path};
 
 /// A parsed update, applied with [`Update::apply`].
@@ -91,16 +91,21 @@ fn parse_operator(op: &str, fields: &Value, out: &mut Vec<Change>) -> Result<()>
     if fields.is_empty() {
         return Err(invalid(format!("{op} needs at least one path")));
     }
-    for (shown, arg) in fields {
-        let path = split_path(shown)
-            .ok_or_else(|| invalid(format!("path {shown:?} has an empty segment")))?;
+    for (raw, arg) in fields {
+        // Paths are quoted in messages cut to a readable length.
+        let shown = preview(raw);
+        let path = split_path(raw).map_err(|e| invalid(format!("path {shown} {e}")))?;
         if path.first().is_some_and(|first| first == ID_FIELD) {
-            return Err(invalid(format!("{op} on {shown:?}: _id cannot be changed")));
+            return Err(invalid(format!("{op} on {shown}: _id cannot be changed")));
         }
         let action = match (op, arg) {
-            ("$set", value) if depth_capped(value, MAX_DEPTH) > MAX_DEPTH => {
+            // Every segment is one level of nesting, so the result's depth is known now,
+            // before anything is built.
+            ("$set", value) if path.len() + depth_capped(value, MAX_DEPTH) > MAX_DEPTH => {
                 return Err(invalid(format!(
-                    "$set on {shown:?}: value nested deeper than {MAX_DEPTH} levels"
+                    "$set on {shown}: the path ({} segments) and the value would nest the \
+                     document deeper than {MAX_DEPTH} levels",
+                    path.len()
                 )))
             }
             ("$set", value) => Action::Set(value.clone()),
@@ -108,14 +113,14 @@ fn parse_operator(op: &str, fields: &Value, out: &mut Vec<Change>) -> Result<()>
             ("$inc", Value::Number(by)) => Action::Inc(by.clone()),
             (_, other) => {
                 return Err(invalid(format!(
-                    "$inc on {shown:?} needs a number, got {}",
+                    "$inc on {shown} needs a number, got {}",
                     type_name(other)
                 )))
             }
         };
         out.push(Change {
             path,
-            shown: shown.clone(),
+            shown,
             action,
         });
     }
@@ -131,9 +136,9 @@ fn check_conflicts(changes: &[Change]) -> Result<()> {
         if let [a, b] = pair {
             if b.path.starts_with(&a.path) {
                 return Err(invalid(if a.path == b.path {
-                    format!("path {:?} appears in more than one operator", a.shown)
+                    format!("path {} appears in more than one operator", a.shown)
                 } else {
-                    format!("paths {:?} and {:?} conflict", a.shown, b.shown)
+                    format!("paths {} and {} conflict", a.shown, b.shown)
                 }));
             }
         }
@@ -168,7 +173,7 @@ impl Change {
                 Some(Value::Number(n)) => Value::Number(self.add(n, by)?),
                 Some(other) => {
                     return Err(invalid(format!(
-                        "$inc on {:?} needs a numeric field, found {}",
+                        "$inc on {} needs a numeric field, found {}",
                         self.shown,
                         type_name(other)
                     )))
@@ -209,7 +214,8 @@ impl Change {
 
     fn not_an_object(&self, seg: &str) -> StoreError {
         invalid(format!(
-            "cannot reach {seg:?} on path {:?}: its parent is not an object (or the index is out of range)",
+            "cannot reach {} on path {}: its parent is not an object (or the index is out of range)",
+            preview(seg),
             self.shown
         ))
     }
@@ -226,12 +232,12 @@ impl Change {
             return i64::try_from(sum)
                 .map(Number::from)
                 .or_else(|_| u64::try_from(sum).map(Number::from))
-                .map_err(|_| invalid(format!("$inc on {:?} overflows", self.shown)));
+                .map_err(|_| invalid(format!("$inc on {} overflows", self.shown)));
         }
         a.as_f64()
             .zip(b.as_f64())
             .and_then(|(x, y)| Number::from_f64(x + y))
-            .ok_or_else(|| invalid(format!("$inc on {:?} is not a finite number", self.shown)))
+            .ok_or_else(|| invalid(format!("$inc on {} is not a finite number", self.shown)))
     }
 }
 

@@ -204,6 +204,16 @@ fn sampler_loop(
     }
 }
 
+/// Calls of [`purge_dirty_pages`] since the process started.
+static PURGES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times freed pages were returned to the OS ([`purge_dirty_pages`]) since the
+/// process started: the nearest thing to a garbage collection cycle that MiniDB has
+/// (`/api/stats` reports it as MiniDBGo's `go_num_gc`).
+pub fn purge_count() -> u64 {
+    PURGES.load(Ordering::Relaxed)
+}
+
 /// Returns every arena's dirty pages to the OS now (`arena.<all>.purge`).
 ///
 /// jemalloc keeps freed pages resident for `dirty_decay_ms` (10 s by default) so that it
@@ -212,6 +222,7 @@ fn sampler_loop(
 /// requests they reached 40-50 MiB beyond a 64 MiB limit. The sampler purges them when
 /// they would carry RSS past the budget (see [`MemoryGovernor::should_purge`]).
 pub fn purge_dirty_pages() {
+    PURGES.fetch_add(1, Ordering::Relaxed);
     #[cfg(feature = "jemalloc")]
     {
         // MALLCTL_ARENAS_ALL: the pseudo-index addressing every arena at once.

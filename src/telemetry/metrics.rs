@@ -4,11 +4,18 @@
 //! happen. Engine counters, memory figures, disk space and collection sizes are read at
 //! scrape time by [`ScrapeCollector`], from `Engine::stats()` and the cached jemalloc
 //! statistics, so they cost nothing between scrapes.
+//!
+//! A scrape is blocking work (the engine lists the WAL directory, `statvfs` on the data
+//! directory, the collection statistics are read from the store, the process collector
+//! reads `/proc`), so [`Metrics::scrape`] runs it on a blocking thread, one gather at a
+//! time: a scrape that arrives while one is running waits for the next and shares it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
 
 use parking_lot::RwLock;
 use prometheus::core::{Collector, Desc};
@@ -60,6 +67,7 @@ pub struct Metrics {
     flush_duration: Histogram,
     compaction_duration: Histogram,
     scrape: Arc<ScrapeCollector>,
+    gate: ScrapeGate,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,6 +182,7 @@ impl Metrics {
             flush_duration,
             compaction_duration,
             scrape,
+            gate: ScrapeGate::default(),
         })
     }
 
@@ -225,7 +234,8 @@ impl Metrics {
     }
 
     /// Asks `source` for the documents per collection at every scrape (it wins over
-    /// [`Metrics::set_collection_docs`]). It must be quick: it runs inside the scrape.
+    /// [`Metrics::set_collection_docs`]). It may block (it runs on the scrape's blocking
+    /// thread), but it delays the scrape.
     pub fn set_collection_docs_source(&self, source: CollectionDocsSource) {
         *self.scrape.collection_source.write() = Some(source);
     }
@@ -235,7 +245,43 @@ impl Metrics {
         *self.scrape.data_dir.write() = Some(dir);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition, gathered on a blocking thread (see the module
+    /// documentation): at most one gather runs at a time, and a scrape that arrives while
+    /// one is running gets the next one's result. Cancelling the caller does not cancel the
+    /// gather, so the limit holds even for scrapes that time out.
+    pub async fn scrape(self: &Arc<Self>) -> Result<Arc<str>, TelemetryError> {
+        let ticket = self.gate.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last = self.gate.last.clone().lock_owned().await;
+        if let Some((covers, text)) = &*last {
+            if *covers >= ticket {
+                return Ok(text.clone());
+            }
+        }
+        let metrics = self.clone();
+        let gather = tokio::spawn(async move {
+            // Every scrape that arrived up to now is served by this gather.
+            let covers = metrics.gate.arrivals.load(Ordering::SeqCst);
+            let m = metrics.clone();
+            let text: Arc<str> = tokio::task::spawn_blocking(move || m.render())
+                .await
+                .map_err(|e| TelemetryError::Task(e.to_string()))?
+                .into();
+            *last = Some((covers, text.clone()));
+            Ok(text)
+        });
+        gather
+            .await
+            .map_err(|e| TelemetryError::Task(e.to_string()))?
+    }
+
+    /// Scrapes counted by [`Metrics::scrape`] so far (served by a gather or shared).
+    #[cfg(test)]
+    fn scrape_arrivals(&self) -> u64 {
+        self.gate.arrivals.load(Ordering::SeqCst)
+    }
+
+    /// The Prometheus text exposition of every metric. Blocking (file system reads): the
+    /// server calls it through [`Metrics::scrape`].
     pub fn render(&self) -> String {
         let families = self.registry.gather();
         match TextEncoder::new().encode_to_string(&families) {
@@ -247,6 +293,17 @@ impl Metrics {
         }
     }
 }
+
+/// The single-flight state of [`Metrics::scrape`]: arrivals are numbered, and the last
+/// gather's text is kept with the highest arrival number it serves.
+#[derive(Default)]
+struct ScrapeGate {
+    arrivals: AtomicU64,
+    last: Arc<AsyncMutex<Option<LastScrape>>>,
+}
+
+/// The highest arrival number a gather serves, and its text.
+type LastScrape = (u64, Arc<str>);
 
 /// `2xx`, `3xx`, `4xx` or `5xx` (1xx counts as `2xx`, anything above 5xx as `5xx`).
 pub fn status_class(status: u16) -> &'static str {
@@ -742,6 +799,69 @@ mod tests {
                 "{name} is not in METRICS.md"
             );
         }
+    }
+
+    /// Polls `cond` until it holds, for at most 30 s.
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn one_gather_at_a_time_and_waiting_scrapes_share_the_next() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let m = Arc::new(Metrics::new(None, Arc::default(), None).expect("metrics"));
+        let (tokens, rx) = std::sync::mpsc::channel::<()>();
+        let rx = parking_lot::Mutex::new(rx);
+        let gathers = Arc::new(AtomicU64::new(0));
+        let running = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let (g, r, mo) = (gathers.clone(), running.clone(), most.clone());
+        // Each gather counts itself, then waits for one token.
+        m.set_collection_docs_source(Box::new(move || {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            mo.fetch_max(now, Ordering::SeqCst);
+            let n = g.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = rx.lock().recv();
+            r.fetch_sub(1, Ordering::SeqCst);
+            vec![("c".into(), n)]
+        }));
+        let scrape = |m: &Arc<Metrics>| {
+            let m = m.clone();
+            rt.spawn(async move { m.scrape().await })
+        };
+        let first = scrape(&m);
+        wait_for("the first gather", || gathers.load(Ordering::SeqCst) == 1);
+        let second = scrape(&m);
+        let third = scrape(&m);
+        wait_for("three arrivals", || m.scrape_arrivals() == 3);
+        tokens.send(()).expect("token");
+        let first = rt.block_on(first).expect("join").expect("scrape");
+        assert!(first.contains("minidb_collection_documents{collection=\"c\"} 1"));
+        // One more gather serves both waiting scrapes; a spare token lets a (wrong) third
+        // gather finish instead of hanging the test.
+        tokens.send(()).expect("token");
+        tokens.send(()).expect("token");
+        let second = rt.block_on(second).expect("join").expect("scrape");
+        let third = rt.block_on(third).expect("join").expect("scrape");
+        assert!(second.contains("minidb_collection_documents{collection=\"c\"} 2"));
+        assert!(
+            Arc::ptr_eq(&second, &third),
+            "the waiting scrapes share one gather"
+        );
+        assert_eq!(
+            gathers.load(Ordering::SeqCst),
+            2,
+            "three scrapes, two gathers"
+        );
+        assert_eq!(most.load(Ordering::SeqCst), 1, "never two gathers at once");
     }
 
     #[test]

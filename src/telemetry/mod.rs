@@ -30,6 +30,8 @@
 //! # let _ = app; Ok(()) }
 //! ```
 
+pub mod access;
+pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod tracing;
@@ -48,6 +50,7 @@ use axum::response::IntoResponse;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::engine::{Engine, EventListener, MemoryBudget};
+use access::{AccessBody, AccessRecord};
 use memory::{MemoryGovernor, MemoryPlan, MemorySampler, MemoryStatsCell};
 use metrics::Metrics;
 
@@ -55,6 +58,7 @@ pub use self::tracing::extract_context;
 
 /// Telemetry errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TelemetryError {
     /// A metric could not be defined or registered.
     #[error("metrics: {0}")]
@@ -71,6 +75,9 @@ pub enum TelemetryError {
     /// A thread or runtime could not be started.
     #[error("telemetry i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A blocking task (the metrics gather) failed or was cancelled.
+    #[error("telemetry task: {0}")]
+    Task(String),
 }
 
 /// Log line format.
@@ -120,6 +127,8 @@ pub struct TelemetryConfig {
     pub service_name: String,
     /// Data directory for the disk space gauges (default: the attached engine's).
     pub data_dir: Option<PathBuf>,
+    /// One access log line per request (target `minidb::access`, level info). Default true.
+    pub access_log: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -135,6 +144,7 @@ impl Default for TelemetryConfig {
             otlp_protocol: None,
             service_name: "minidb".into(),
             data_dir: None,
+            access_log: true,
         }
     }
 }
@@ -144,6 +154,7 @@ struct Inner {
     governor: Arc<MemoryGovernor>,
     limit_source: memory::LimitSource,
     plan: MemoryPlan,
+    access_log: bool,
     dropped_spans: Arc<AtomicU64>,
     tracing: Mutex<Option<self::tracing::TracingGuard>>,
     _sampler: MemorySampler,
@@ -196,6 +207,7 @@ impl Telemetry {
                 governor,
                 limit_source,
                 plan,
+                access_log: cfg.access_log,
                 dropped_spans,
                 tracing: Mutex::new(Some(guard)),
                 _sampler: sampler,
@@ -273,24 +285,32 @@ impl Telemetry {
             axum::routing::get(move || {
                 let metrics = metrics.clone();
                 async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                        .into_response()
+                    match metrics.scrape().await {
+                        Ok(text) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text.to_string(),
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            ::tracing::error!(error = %e, "metrics scrape failed");
+                            let body = serde_json::json!({"error": "metrics scrape failed", "status": 500});
+                            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                        }
+                    }
                 }
             }),
         )
     }
 
-    /// The request layer: one span, metrics by route template, in-flight count, and W3C
-    /// `traceparent`. Add it with `Router::layer` (after the routes).
+    /// The request layer: one span, metrics by route template, in-flight count, W3C
+    /// `traceparent`, and the access log. Add it with `Router::layer` (after the routes).
     pub fn http_layer(&self) -> HttpLayer {
         HttpLayer {
             metrics: self.inner.metrics.clone(),
+            access_log: self.inner.access_log,
         }
     }
 }
@@ -306,12 +326,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct HttpLayer {
     metrics: Arc<Metrics>,
+    access_log: bool,
 }
 
 impl HttpLayer {
-    /// A layer recording into `metrics` (for tests and custom setups).
+    /// A layer recording into `metrics`, with the access log on (for tests and custom
+    /// setups).
     pub fn new(metrics: Arc<Metrics>) -> HttpLayer {
-        HttpLayer { metrics }
+        HttpLayer {
+            metrics,
+            access_log: true,
+        }
     }
 }
 
@@ -321,15 +346,18 @@ impl<S> tower::Layer<S> for HttpLayer {
         HttpService {
             inner,
             metrics: self.metrics.clone(),
+            access_log: self.access_log,
         }
     }
 }
 
-/// The request span and metrics around one service; see [`Telemetry::http_layer`].
+/// The request span, metrics and access log around one service; see
+/// [`Telemetry::http_layer`].
 #[derive(Clone)]
 pub struct HttpService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    access_log: bool,
 }
 
 /// The route label for unmatched requests (404s): raw paths never become labels.
@@ -341,9 +369,9 @@ where
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    type Response = Response<RB>;
+    type Response = Response<AccessBody<RB>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -356,8 +384,11 @@ where
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
         let method = req.method().as_str().to_owned();
+        let path = self
+            .access_log
+            .then(|| access::truncate_path(req.uri().path(), access::MAX_LOGGED_PATH));
         let span = ::tracing::info_span!(
-            "HTTP request",
+            access::REQUEST_SPAN,
             otel.name = %format!("HTTP {method} {route}"),
             otel.kind = "server",
             otel.status_code = ::tracing::field::Empty,
@@ -391,7 +422,17 @@ where
             }
             metrics.record_request(&route, &method, status.as_u16(), start.elapsed());
             drop(guard);
-            result
+            result.map(|resp| {
+                let record = path.map(|path| AccessRecord {
+                    span,
+                    method,
+                    route,
+                    path,
+                    status: status.as_u16(),
+                    start,
+                });
+                resp.map(|body| AccessBody::new(body, record))
+            })
         })
     }
 }
@@ -399,6 +440,90 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Log lines written into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn objects(&self) -> Vec<serde_json::Value> {
+            String::from_utf8_lossy(&lock(&self.0))
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect()
+        }
+    }
+
+    /// An ERROR inside a handler names the request's route and method (from the span) and
+    /// its status; the access line follows with the same route.
+    #[test]
+    fn error_lines_inside_a_request_carry_route_method_and_status() {
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let out = Captured::default();
+        let w = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(access::RequestFieldsLayer)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(self::tracing::JsonLines)
+                    .with_writer(move || w.clone()),
+            );
+        let metrics = Arc::new(Metrics::new(None, Arc::default(), None).expect("metrics"));
+        let app: axum::Router = axum::Router::new()
+            .route(
+                "/api/{col}/{id}",
+                get(|| async {
+                    ::tracing::error!(status = 500u16, "internal error");
+                    ::tracing::warn!("no status of its own");
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }),
+            )
+            .layer(HttpLayer::new(metrics));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        ::tracing::subscriber::with_default(subscriber, || {
+            let req = Request::get("/api/users/42")
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let resp = rt.block_on(app.oneshot(req)).expect("infallible");
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        });
+        let lines = out.objects();
+        let error = lines
+            .iter()
+            .find(|o| o["message"] == "internal error")
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        assert_eq!(error["level"], "ERROR");
+        assert_eq!(error["route"], "/api/{col}/{id}");
+        assert_eq!(error["method"], "GET");
+        assert_eq!(error["status"], 500);
+        let warn = lines
+            .iter()
+            .find(|o| o["message"] == "no status of its own")
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        assert_eq!(warn["route"], "/api/{col}/{id}");
+        assert_eq!(warn["method"], "GET");
+        let access = lines
+            .iter()
+            .find(|o| o["target"] == access::ACCESS_TARGET)
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        assert_eq!(access["status"], 500);
+        assert_eq!(access["path"], "/api/users/42");
+    }
 
     #[test]
     fn log_format_parses() {

@@ -33,12 +33,15 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+use super::access::{RequestFields, RequestFieldsLayer};
+use super::lifecycle::LIFECYCLE_TARGET;
 use super::{LogFormat, TelemetryConfig, TelemetryError};
+use crate::redact::{redact_url, redact_urls};
 
 /// Filter directives added when `RUST_LOG` is not set: the exporter's own transport stays
 /// quiet (and out of the traces it exports).
@@ -73,6 +76,9 @@ pub struct OtlpSettings {
     pub endpoint: Option<String>,
     /// The transport.
     pub protocol: OtlpProtocol,
+    /// The endpoint as configured (environment or config), for the log line; it may carry
+    /// credentials, so it is only ever logged through `redact_url`.
+    pub configured: String,
 }
 
 fn env_nonempty(get: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
@@ -122,7 +128,11 @@ pub fn resolve_otlp(
         (None, Some(c)) => Some(c.to_string()),
         (None, None) => None,
     };
-    Ok(Some(OtlpSettings { endpoint, protocol }))
+    Ok(Some(OtlpSettings {
+        endpoint,
+        protocol,
+        configured: shown,
+    }))
 }
 
 fn port_of(endpoint: &str) -> Option<u16> {
@@ -192,7 +202,7 @@ impl TracingGuard {
     pub fn shutdown(&mut self) {
         if let Err(e) = self.provider.shutdown() {
             if !matches!(e, OTelSdkError::AlreadyShutdown) {
-                eprintln!("minidb: trace export shutdown: {e}");
+                tracing::warn!(error = %redact_urls(&e.to_string()), "trace export shutdown failed");
             }
         }
         if let Some(rt) = self.runtime.take() {
@@ -238,7 +248,11 @@ pub fn init(
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(guard.provider.clone());
         if let Some(s) = &otlp {
-            tracing::info!(protocol = ?s.protocol, endpoint = ?s.endpoint, "exporting traces over OTLP");
+            tracing::info!(
+                protocol = ?s.protocol,
+                endpoint = %redact_url(&s.configured),
+                "exporting traces over OTLP"
+            );
         }
     }
     Ok(guard)
@@ -293,16 +307,33 @@ fn install_subscriber(
     cfg: &TelemetryConfig,
     provider: &SdkTracerProvider,
 ) -> Result<(), TelemetryError> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v.trim()),
-        _ => EnvFilter::try_new(format!("{},{QUIET_DEPENDENCIES}", cfg.log_level)),
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => format!("{},{QUIET_DEPENDENCIES}", cfg.log_level),
+    };
+    let mut filter = EnvFilter::try_new(&directives)
+        .map_err(|e| TelemetryError::Config(format!("log level: {e}")))?;
+    // Lifecycle lines (the address tools wait for) pass at every level, unless the filter
+    // names their target itself.
+    if !directives.contains(LIFECYCLE_TARGET) {
+        let lifecycle = format!("{LIFECYCLE_TARGET}=info")
+            .parse()
+            .map_err(|e| TelemetryError::Config(format!("log level: {e}")))?;
+        filter = filter.add_directive(lifecycle);
     }
-    .map_err(|e| TelemetryError::Config(format!("log level: {e}")))?;
+    // The log level filters the logs only: spans at info and above (requests, store,
+    // engine) always get OpenTelemetry ids, so a request has a trace id (logged, and in 500
+    // bodies) even when the log level hides its span.
+    let spans: tracing_subscriber::filter::Targets =
+        format!("info,{QUIET_DEPENDENCIES}")
+            .parse()
+            .map_err(|e| TelemetryError::Config(format!("span filter: {e}")))?;
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("minidb"))
         .with_location(false)
         .with_threads(false)
-        .with_tracked_inactivity(false);
+        .with_tracked_inactivity(false)
+        .with_filter(spans);
     let json = (cfg.log_format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .event_format(JsonLines)
@@ -311,10 +342,9 @@ fn install_subscriber(
     let text = (cfg.log_format == LogFormat::Text)
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stdout));
     tracing_subscriber::registry()
-        .with(filter)
+        .with(RequestFieldsLayer)
         .with(otel)
-        .with(json)
-        .with(text)
+        .with(tracing_subscriber::Layer::and_then(json, text).with_filter(filter))
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))
 }
@@ -338,8 +368,9 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields (`message`
-/// included), `span` (innermost span name), and `trace_id`/`span_id` when there is a span
-/// context. Span fields (and so request bodies) are not logged.
+/// included), `span` (innermost span name), `trace_id`/`span_id` when there is a span
+/// context, and inside a request `route`, `method` and (once known) `status` of the request
+/// span. No other span fields are logged (so never request bodies).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
 
@@ -363,6 +394,22 @@ where
         obj.insert("target".into(), meta.target().into());
         let mut visitor = JsonVisitor(&mut obj);
         event.record(&mut visitor);
+        if let Some(scope) = ctx.event_scope() {
+            let fields = scope
+                .into_iter()
+                .find_map(|s| s.extensions().get::<RequestFields>().cloned());
+            if let Some(f) = fields {
+                // The event's own fields win (an error event may name the status itself).
+                let mut add = |k: &str, v: Option<serde_json::Value>| {
+                    if let Some(v) = v {
+                        obj.entry(k.to_string()).or_insert(v);
+                    }
+                };
+                add("route", f.route.map(Into::into));
+                add("method", f.method.map(Into::into));
+                add("status", f.status.map(Into::into));
+            }
+        }
         if let Some(span) = ctx.parent_span() {
             obj.insert("span".into(), span.name().into());
             let id = span.id();
@@ -515,7 +562,11 @@ fn export_loop<E: SpanExporter>(
             Err(e) => {
                 dropped.fetch_add(n, Ordering::Relaxed);
                 if !warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, spans = n, "span export failed; dropping spans until it recovers");
+                    tracing::warn!(
+                        error = %redact_urls(&e.to_string()),
+                        spans = n,
+                        "span export failed; dropping spans until it recovers"
+                    );
                 }
             }
         }
@@ -637,7 +688,8 @@ mod tests {
             r.ok().flatten(),
             Some(OtlpSettings {
                 endpoint: None,
-                protocol: OtlpProtocol::Grpc
+                protocol: OtlpProtocol::Grpc,
+                configured: "http://c:4317".into(),
             })
         );
         let r = resolve_otlp(
@@ -660,7 +712,8 @@ mod tests {
             r.ok().flatten(),
             Some(OtlpSettings {
                 endpoint: Some("http://c:4318/v1/traces".into()),
-                protocol: OtlpProtocol::HttpProtobuf
+                protocol: OtlpProtocol::HttpProtobuf,
+                configured: "http://c:4318".into(),
             })
         );
         let bad = resolve_otlp(&cfg, &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]));

@@ -43,8 +43,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on `dir` with extra environment variables.
+    /// Starts a server on `dir` with extra environment variables, and waits until it is
+    /// ready (the engine open).
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let s = Self::start_listening(dir, env);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match s.client.get(s.url("/api/ready")).send() {
+                Ok(r) if r.status() == 200 => return s,
+                _ if Instant::now() > deadline => panic!("server not ready within 120 s"),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Starts a server and returns as soon as it listens (the engine may still open).
+    pub fn start_listening(dir: &Path, env: &[(&str, &str)]) -> Server {
         let cwd = dir.parent().unwrap_or(dir);
         let mut cmd = command(cwd);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -57,11 +71,15 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn minidb");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        // Every stdout line is kept (in order) for tests that look at the logs.
+        let mut before = Vec::new();
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
-                        break a.trim().to_string();
+                    let addr = listening_addr(&line);
+                    before.push(line);
+                    if let Some(a) = addr {
+                        break a;
                     }
                 }
                 _ => {
@@ -70,7 +88,7 @@ impl Server {
                 }
             }
         };
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let output = Arc::new(Mutex::new(before));
         let out = output.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -179,6 +197,25 @@ impl Drop for Server {
     }
 }
 
+/// The address of a "listening on ADDR" line: plain text, or a JSON log line whose
+/// message starts with "listening on" (the address in an `addr`/`address` field or in
+/// the message).
+pub fn listening_addr(line: &str) -> Option<String> {
+    if let Some(a) = line.strip_prefix("listening on ") {
+        return Some(a.trim().to_string());
+    }
+    let v: Value = serde_json::from_str(line).ok()?;
+    let msg = v.get("message").and_then(Value::as_str)?;
+    let rest = msg.strip_prefix("listening on")?;
+    let field = ["addr", "address", "listen"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str));
+    match field {
+        Some(a) => Some(a.to_string()),
+        None => Some(rest.trim().to_string()).filter(|a| !a.is_empty()),
+    }
+}
+
 /// Sends `SIG<name>` to `pid` with kill(1).
 pub fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill")
@@ -255,4 +292,93 @@ impl SlowRequest {
             .to_string();
         (status, body)
     }
+}
+
+/// One HTTP/1.1 response read off a raw connection.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, asserting the error shape `{"error": …, "status": N}`.
+    pub fn json_error(&self) -> Value {
+        let v: Value =
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
+        assert_eq!(v["status"], self.status, "{v}");
+        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+}
+
+/// Writes `request` on a new connection (then half-closes it), and reads every response
+/// until the server closes the connection. Responses must have a Content-Length.
+pub fn raw_exchange(addr: &str, request: &[u8]) -> Vec<RawResponse> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let request = request.to_vec();
+    // Write from another thread: the server may answer before it has read everything.
+    let w = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let _ = w.join();
+    parse_responses(&buf)
+}
+
+/// Splits raw bytes into Content-Length framed responses.
+pub fn parse_responses(mut buf: &[u8]) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            panic!(
+                "truncated response head: {:?}",
+                String::from_utf8_lossy(buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+        let body_start = end + 4;
+        assert!(
+            buf.len() >= body_start + len,
+            "truncated body after {head:?}"
+        );
+        let body = String::from_utf8_lossy(&buf[body_start..body_start + len]).to_string();
+        out.push(RawResponse {
+            status,
+            headers,
+            body,
+        });
+        buf = &buf[body_start + len..];
+    }
+    out
 }

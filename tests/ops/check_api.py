@@ -10,6 +10,7 @@
    `promtool check metrics` must be clean and `tests/ops/check_dashboard.py --scrape` must
    find every metric name used by the dashboard and the alert rules.
 4. SIGTERM: the server must drain and exit 0.
+5. Every line it wrote on stdout and stderr is one JSON object (JSON logs, the default).
 
 Usage: python3 tests/ops/check_api.py [--bin target/debug/minidb] [--max-examples N]
        [--max-time SECONDS] [--seed N] [--keep DIR]
@@ -59,6 +60,25 @@ def request(base: str, method: str, path: str, body=None, headers=None, timeout=
         return e.code, e.headers, e.read()
 
 
+def listening_addr(line: str) -> str | None:
+    """The address of the server's `listening on ADDR` line: a JSON log line
+    (`{"message": "listening on ADDR", "addr": "ADDR", ...}`, read `addr`) or a plain one."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        msg = obj.get("message")
+        if isinstance(msg, str) and msg.startswith("listening on ") and isinstance(obj.get("addr"), str):
+            return obj["addr"]
+        return None
+    at = line.find("listening on ")
+    if at < 0:
+        return None
+    rest = line[at + len("listening on "):].split()
+    return rest[0] if rest else None
+
+
 class Server:
     def __init__(self, binary: Path, data_dir: Path, workdir: Path):
         env = {k: v for k, v in os.environ.items()
@@ -72,6 +92,8 @@ class Server:
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=self._stderr, text=True)
         lines: queue.Queue[str | None] = queue.Queue()
+        self.lines = lines
+        self.stdout_lines: list[str] = []
 
         def pump():
             for line in self.proc.stdout:
@@ -88,16 +110,40 @@ class Server:
             if line is None:
                 self.kill()
                 raise SystemExit(f"check_api: FAIL: the server did not print its address:\n{self.tail()}")
-            if line.startswith("listening on "):
-                self.addr = line.split(" ", 2)[2].strip()
+            self.stdout_lines.append(line)
+            self.addr = listening_addr(line)
         self.base = f"http://{self.addr}"
 
+    def non_json_lines(self) -> list[str]:
+        """After exit: the stdout and stderr lines that are not one JSON object each."""
+        while True:
+            try:
+                line = self.lines.get(timeout=10)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.stdout_lines.append(line)
+        self._stderr.flush()
+        err = self.stderr_path.read_text(errors="replace").splitlines()
+        bad = []
+        for where, text in [("stdout", ln) for ln in self.stdout_lines] + [("stderr", ln) for ln in err]:
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(f"{where}: {text.rstrip()[:200]}")
+        return bad
+
     def wait_healthy(self, timeout: float = 30) -> None:
+        # The server listens before its engine is open: wait for readiness as well.
         deadline = time.monotonic() + timeout
         while True:
             try:
                 status, _, body = request(self.base, "GET", "/api/health", timeout=5)
-                if status == 200 and json.loads(body) == {"status": "ok"}:
+                ready, _, _ = request(self.base, "GET", "/api/ready", timeout=5)
+                if status == 200 and json.loads(body) == {"status": "ok"} and ready == 200:
                     return
             except (OSError, http.client.HTTPException, ValueError):
                 pass
@@ -243,6 +289,11 @@ def main(argv=None) -> int:
                 errors.append(f"the server exited {rc} after SIGTERM, expected 0")
             else:
                 log("SIGTERM: the server drained and exited 0")
+            bad = server.non_json_lines()
+            if bad:
+                errors.append("log lines that are not one JSON object:\n  " + "\n  ".join(bad[:20]))
+            else:
+                log(f"logs: all {len(server.stdout_lines)} stdout lines and stderr are JSON objects")
     except SystemExit as e:
         if e.code:
             errors.append(str(e.code))

@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Render the kustomize base and check it.
+"""Render the kustomize base (and the example overlay) and check it.
 
-1. `kubectl kustomize k8s/` (or `kustomize build`) renders;
-2. the built-in kinds pass `kubernetes-validate --strict` against Kubernetes 1.30 (the oldest we
-   support: lifecycle.preStop.sleep) and the newest schema it knows; the CRD kinds
-   (ServiceMonitor, PrometheusRule) have no schema there and are checked here instead:
-   ServiceMonitor spec.selector + endpoints; PrometheusRule spec.groups[].rules[] with alert or
-   record + expr, and its groups must pass `promtool check rules`;
+1. `kubectl kustomize k8s/` (or `kustomize build`) renders, and so does deploy/k8s-overlay;
+2. the built-in kinds pass `kubernetes-validate --strict` against every Kubernetes version from
+   MIN_KUBE (1.27, the oldest the manifests claim; README "Deploy") to the newest schema
+   kubernetes-validate knows; the CRD kinds (ServiceMonitor, PrometheusRule) have no schema
+   there and are checked here instead: ServiceMonitor spec.selector + endpoints;
+   PrometheusRule spec.groups[].rules[] with alert or record + expr, and its groups must pass
+   `promtool check rules`; both carry the `release` label kube-prometheus-stack's default
+   selectors match;
 3. the deployment policy of k8s_policy.py (probes, resources, non-root, read-only root fs,
-   pinned images, a PodDisruptionBudget);
+   pinned images, a PodDisruptionBudget, a NetworkPolicy whose every ingress rule has a `from`);
 4. MiniDB specifics: one replica, a 10Gi volumeClaimTemplate on /data, readiness /api/ready,
    liveness /api/health, startup probe budget >= 10 min, MINIDB_MEMORY__CONTAINER_LIMIT_BYTES from
-   limits.memory, terminationGracePeriodSeconds > 30 + preStop, preStop sleep 5, a headless and
-   a client Service with port 6866 "http", a NetworkPolicy admitting only TCP 6866, the
-   ServiceMonitor selecting the client Service, the Grafana dashboard ConfigMap, the
-   checksum/config annotation == sha256(k8s/minidb.toml), and k8s/minidb.toml ==
-   config/minidb.toml (skipped while config/minidb.toml does not exist);
+   limits.memory, terminationGracePeriodSeconds > 30 + preStop, a preStop exec of /bin/sleep 5
+   (which the Dockerfile's Debian runtime image has), a headless and a client Service with port
+   6866 "http", a NetworkPolicy admitting only TCP 6866 from pods labelled minidb-client: "true"
+   and from the monitoring namespace, the ServiceMonitor selecting the client Service, the
+   Grafana dashboard ConfigMap, the checksum/config annotation == sha256(k8s/minidb.toml), and
+   k8s/minidb.toml == config/minidb.toml (skipped while config/minidb.toml does not exist);
 5. the image tag is the same in k8s, docker-compose.yml and Cargo.toml's version.
 """
 from __future__ import annotations
@@ -34,9 +37,30 @@ import k8s_policy  # noqa: E402
 from opslib import ROOT, fail, run, tool  # noqa: E402
 
 K8S = ROOT / "k8s"
+OVERLAY = ROOT / "deploy/k8s-overlay"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-KUBE_VERSIONS = ["1.30.0", None]  # None: kubernetes-validate's newest
+# The oldest Kubernetes the manifests claim (README "Deploy", k8s/kustomization.yaml).
+MIN_KUBE = (1, 27)
 IMAGE_REPO = "ghcr.io/minidb/minidb"
+# The label kube-prometheus-stack's default serviceMonitorSelector and ruleSelector match.
+RELEASE_LABEL = "release"
+RELEASE_DEFAULT = "kube-prometheus-stack"
+PRESTOP = ["/bin/sleep", "5"]
+
+
+def kube_versions() -> list[str]:
+    """Every version kubernetes-validate has schemas for, from MIN_KUBE on."""
+    try:
+        from kubernetes_validate.utils import all_versions
+    except ImportError:
+        fail("kubernetes-validate is not installed for this python (see .ci/run)")
+        sys.exit(2)
+    out = sorted({v for v in all_versions() if tuple(int(x) for x in v.split(".")[:2]) >= MIN_KUBE},
+                 key=lambda v: tuple(int(x) for x in v.split(".")))
+    if not out or tuple(int(x) for x in out[0].split(".")[:2]) != MIN_KUBE:
+        fail(f"kubernetes-validate has no schema for {MIN_KUBE}: {out}")
+        sys.exit(2)
+    return out
 
 
 def render(kdir: Path = K8S) -> list[dict]:
@@ -64,22 +88,54 @@ def _render_by_hand(kdir: Path) -> list[dict]:
     return docs
 
 
-def kubernetes_validate(docs: list[dict]) -> list[str]:
+def kubernetes_validate(docs: list[dict], versions: list[str], what: str = "k8s/") -> list[str]:
     core = [d for d in docs if d.get("kind") not in CRD_KINDS]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump_all(core, f, sort_keys=False)
     errors = []
     exe = tool("kubernetes-validate")
-    for v in KUBE_VERSIONS:
-        cmd = [exe, "--strict", "--quiet"] + (["-k", v] if v else []) + [f.name]
-        res = run(cmd)
-        label = v or "latest schema"
+    ok = []
+    for v in versions:
+        res = run([exe, "--strict", "--quiet", "-k", v, f.name])
         if res.returncode != 0:
-            errors.append(f"kubernetes-validate --strict ({label}):\n{res.stdout}{res.stderr}")
+            errors.append(f"kubernetes-validate --strict {v} ({what}):\n{res.stdout}{res.stderr}")
         else:
-            print(f"kubernetes-validate --strict ({label}): {len(core)} resources OK")
+            ok.append(v)
+    if ok:
+        print(f"kubernetes-validate --strict ({what}): {len(core)} resources OK for {', '.join(ok)}")
     Path(f.name).unlink()
     return errors
+
+
+def release_label_checks(docs: list[dict], want: str | None = RELEASE_DEFAULT) -> list[str]:
+    """The ServiceMonitor and PrometheusRule carry `release` (== `want` unless None)."""
+    e = []
+    for d in docs:
+        if d.get("kind") not in CRD_KINDS:
+            continue
+        got = ((d.get("metadata") or {}).get("labels") or {}).get(RELEASE_LABEL)
+        where = f"{d['kind']} {d['metadata'].get('name')}"
+        if not got:
+            e.append(f"{where}: no `{RELEASE_LABEL}` label, so kube-prometheus-stack's default "
+                     "selectors ignore it")
+        elif want is not None and got != want:
+            e.append(f"{where}: label {RELEASE_LABEL}={got!r}, want {want!r}")
+    return e
+
+
+def network_policy_checks(docs: list[dict]) -> list[str]:
+    """MiniDB's ingress: TCP 6866 from minidb-client pods (same namespace) and from the
+    monitoring namespace, nothing else."""
+    e = []
+    want = [
+        [{"podSelector": {"matchLabels": {"minidb-client": "true"}}}],
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    ]
+    for np in (d for d in docs if d.get("kind") == "NetworkPolicy"):
+        got = [r.get("from") for r in np["spec"].get("ingress") or []]
+        if sorted(map(str, got)) != sorted(map(str, want)):
+            e.append(f"NetworkPolicy {np['metadata']['name']}: ingress from {got}, want {want}")
+    return e
 
 
 def crd_checks(docs: list[dict]) -> list[str]:
@@ -171,9 +227,16 @@ def minidb_checks(docs: list[dict]) -> list[str]:
     if rf.get("resource") != "limits.memory":
         e.append("MINIDB_MEMORY__CONTAINER_LIMIT_BYTES does not come from resourceFieldRef limits.memory")
     pre = ((c.get("lifecycle") or {}).get("preStop") or {})
-    pre_s = (pre.get("sleep") or {}).get("seconds")
-    if pre_s != 5:
-        e.append(f"preStop sleep is {pre_s}, want 5 seconds")
+    if "sleep" in pre:
+        e.append("preStop.sleep needs Kubernetes 1.30; use an exec (the manifests claim 1.27+)")
+    cmd = (pre.get("exec") or {}).get("command")
+    if cmd != PRESTOP:
+        e.append(f"preStop exec command is {cmd}, want {PRESTOP}")
+    pre_s = int(cmd[-1]) if cmd == PRESTOP else 0
+    runtime = [ln.split()[1] for ln in (ROOT / "Dockerfile").read_text().splitlines()
+               if ln.upper().startswith("FROM ")][-1:]
+    if not runtime or not runtime[0].startswith("debian:"):
+        e.append(f"the Dockerfile's runtime stage is {runtime}: preStop needs its /bin/sleep (Debian)")
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace != 60 or grace <= 30 + (pre_s or 0):
         e.append(f"terminationGracePeriodSeconds is {grace}, want 60 (> 30s drain + preStop)")
@@ -269,14 +332,39 @@ def main() -> int:
     docs = render()
     kinds = sorted({f"{d['kind']}/{d['metadata']['name']}" for d in docs})
     print(f"kustomize: {len(docs)} resources: {', '.join(kinds)}")
-    errors = kubernetes_validate(docs) + crd_checks(docs)
+    versions = kube_versions()
+    errors = kubernetes_validate(docs, versions) + crd_checks(docs) + release_label_checks(docs)
     policy = k8s_policy.violations(docs)
     errors += [f"policy {p}" for p in policy]
-    errors += minidb_checks(docs) + image_checks(docs)
+    errors += minidb_checks(docs) + network_policy_checks(docs) + image_checks(docs)
+    # The example overlay: renders, validates (oldest and newest schema), keeps the policy,
+    # and really changes the labels it documents.
+    if not (shutil.which("kubectl") or shutil.which("kustomize")):
+        print(f"WARNING: no kustomize: {OVERLAY.relative_to(ROOT)} is not checked", file=sys.stderr)
+        over = None
+    else:
+        try:
+            over = render(OVERLAY)
+            print(f"kustomize {OVERLAY.relative_to(ROOT)}: {len(over)} resources")
+        except SystemExit as e:
+            errors.append(f"overlay {OVERLAY.relative_to(ROOT)}: {e}")
+            over = None
+    errors += overlay_checks(over, versions) if over is not None else []
     for err in errors:
         fail(err)
     print("check_k8s: " + ("FAILED" if errors else "OK"))
     return 1 if errors else 0
+
+
+def overlay_checks(over: list[dict], versions: list[str]) -> list[str]:
+    errors = []
+    errors += [f"overlay: {x}" for x in kubernetes_validate(over, [versions[0], versions[-1]], "overlay")]
+    errors += [f"overlay: {x}" for x in release_label_checks(over, want=None)]
+    errors += [f"overlay policy {p}" for p in k8s_policy.violations(over)]
+    if not release_label_checks(over) or not network_policy_checks(over):
+        errors.append("overlay: the example overlay no longer patches the release label and the "
+                      "NetworkPolicy peers it documents")
+    return errors
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ RULES = ROOT / "alerts/minidb.rules.yml"
 DASHBOARD = ROOT / "dashboards/minidb.json"
 CONFIG = ROOT / "config/minidb.toml"
 LABELS = {"app.kubernetes.io/name": "minidb"}
+# kube-prometheus-stack's default ruleSelector matches `release: <helm release name>`; the
+# chart's usual release name is kube-prometheus-stack. Overlays set theirs (deploy/k8s-overlay).
+RELEASE_LABEL = {"release": "kube-prometheus-stack"}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -61,7 +64,7 @@ def prometheusrule() -> str:
     doc = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "minidb", "labels": dict(LABELS)},
+        "metadata": {"name": "minidb", "labels": {**LABELS, **RELEASE_LABEL}},
         "spec": {"groups": rules["groups"]},
     }
     return dump(header("alerts/minidb.rules.yml"), doc)

@@ -11,6 +11,10 @@
   [capabilities]       capabilities do not drop ALL
   [image-tag]          an image is untagged or tagged :latest (a digest is fine)
   [pdb]                no PodDisruptionBudget selects the workload's pods
+  [netpol]             no NetworkPolicy restricting Ingress selects the workload's pods
+  [netpol-from]        a NetworkPolicy ingress rule admits any source: no `from` (or an empty
+                       one), an empty peer `{}`, a peer selecting every namespace without a
+                       podSelector, or an ipBlock of 0.0.0.0/0 or ::/0
 """
 from __future__ import annotations
 
@@ -55,9 +59,48 @@ def _selects(selector: dict, labels: dict) -> bool:
     return True
 
 
+def _empty(selector) -> bool:
+    return isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
+def _open_peer(peer: dict) -> str | None:
+    """Why `peer` admits any source, or None."""
+    if not peer:
+        return "an empty peer {}"
+    ns, pods, block = peer.get("namespaceSelector"), peer.get("podSelector"), peer.get("ipBlock")
+    if ns is not None and _empty(ns) and (pods is None or _empty(pods)):
+        return "a peer selecting every pod of every namespace"
+    if block and block.get("cidr") in ("0.0.0.0/0", "::/0"):
+        return f"ipBlock {block.get('cidr')}"
+    return None
+
+
+def _netpol_violations(docs: list[dict]) -> list[str]:
+    out = []
+    for np in (d for d in docs if d and d.get("kind") == "NetworkPolicy"):
+        name = f"networkpolicy/{(np.get('metadata') or {}).get('name')}"
+        for i, rule in enumerate((np.get("spec") or {}).get("ingress") or []):
+            peers = rule.get("from")
+            if not peers:
+                out.append(f"[netpol-from] {name} ingress rule {i}: no `from`: every pod of every "
+                           "namespace (and outside the cluster) may connect")
+                continue
+            for peer in peers:
+                why = _open_peer(peer)
+                if why:
+                    out.append(f"[netpol-from] {name} ingress rule {i}: {why} admits any source")
+    return out
+
+
+def _ingress_policies(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d and d.get("kind") == "NetworkPolicy"
+            and ("Ingress" in ((d.get("spec") or {}).get("policyTypes") or ["Ingress"]))]
+
+
 def violations(docs: list[dict]) -> list[str]:
-    out: list[str] = []
+    out: list[str] = _netpol_violations(docs)
     pdbs = [d for d in docs if d and d.get("kind") == "PodDisruptionBudget"]
+    netpols = _ingress_policies(docs)
     for doc in docs:
         if not doc or doc.get("kind") not in WORKLOADS:
             continue
@@ -70,6 +113,9 @@ def violations(docs: list[dict]) -> list[str]:
         if doc["kind"] not in ("Job", "CronJob", "Pod") and not any(
                 _selects((p.get("spec") or {}).get("selector"), labels) for p in pdbs):
             out.append(f"[pdb] {name}: no PodDisruptionBudget selects its pods")
+        if doc["kind"] not in ("Job", "CronJob") and not any(
+                _selects((p.get("spec") or {}).get("podSelector"), labels) for p in netpols):
+            out.append(f"[netpol] {name}: no NetworkPolicy restricts ingress to its pods")
 
         containers = [(c, False) for c in spec.get("containers") or []]
         containers += [(c, True) for c in spec.get("initContainers") or []]

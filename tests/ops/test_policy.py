@@ -123,6 +123,89 @@ class PolicyTest(unittest.TestCase):
             pdb["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "other"}
         self.assertCaught("pdb", mutate)
 
+    # ---- NetworkPolicy: ingress only from named sources
+    def _np(self, d):
+        return next(x for x in d if x["kind"] == "NetworkPolicy")
+
+    def test_missing_network_policy(self):
+        self.assertCaught("netpol", lambda d: [x for x in d if x["kind"] != "NetworkPolicy"])
+
+    def test_network_policy_selecting_other_pods(self):
+        def mutate(d):
+            self._np(d)["spec"]["podSelector"]["matchLabels"] = {"app.kubernetes.io/name": "other"}
+        self.assertCaught("netpol", mutate)
+
+    def test_ingress_rule_without_from(self):
+        """The policy as it was: ports only, so every pod in the cluster reached the API."""
+        def mutate(d):
+            for rule in self._np(d)["spec"]["ingress"]:
+                rule.pop("from")
+        self.assertCaught("netpol-from", mutate)
+
+    def test_ingress_rule_with_empty_from(self):
+        def mutate(d):
+            self._np(d)["spec"]["ingress"][0]["from"] = []
+        self.assertCaught("netpol-from", mutate)
+
+    def test_empty_peer(self):
+        def mutate(d):
+            self._np(d)["spec"]["ingress"][0]["from"] = [{}]
+        self.assertCaught("netpol-from", mutate)
+
+    def test_peer_selecting_every_namespace(self):
+        def mutate(d):
+            self._np(d)["spec"]["ingress"][1]["from"] = [{"namespaceSelector": {}}]
+        self.assertCaught("netpol-from", mutate)
+
+    def test_ipblock_everything(self):
+        def mutate(d):
+            self._np(d)["spec"]["ingress"][0]["from"] = [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+        self.assertCaught("netpol-from", mutate)
+
+    def test_labelled_pods_in_any_namespace_are_a_restriction(self):
+        def mutate(d):
+            self._np(d)["spec"]["ingress"][0]["from"] = [
+                {"namespaceSelector": {}, "podSelector": {"matchLabels": {"minidb-client": "true"}}}]
+        self.assertEqual(self.broken(mutate), [])
+
+
+class MiniDBManifestTest(unittest.TestCase):
+    """check_k8s's MiniDB-specific checks catch what they are for."""
+
+    def test_real_manifests_pass(self):
+        self.assertEqual(check_k8s.release_label_checks(RENDERED), [])
+        self.assertEqual(check_k8s.network_policy_checks(RENDERED), [])
+
+    def test_release_label_missing(self):
+        for kind in ("ServiceMonitor", "PrometheusRule"):
+            docs = copy.deepcopy(RENDERED)
+            next(x for x in docs if x["kind"] == kind)["metadata"]["labels"].pop("release")
+            got = check_k8s.release_label_checks(docs)
+            self.assertTrue(any(kind in e and "no `release` label" in e for e in got), got)
+
+    def test_network_policy_peers(self):
+        docs = copy.deepcopy(RENDERED)
+        np = next(x for x in docs if x["kind"] == "NetworkPolicy")
+        np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] = {"app": "anything"}
+        self.assertNotEqual(check_k8s.network_policy_checks(docs), [])
+
+    def test_prestop_sleep_field_is_refused(self):
+        """preStop.sleep (Kubernetes 1.30+) fails the 1.27 claim."""
+        docs = copy.deepcopy(RENDERED)
+        _container(docs)["lifecycle"]["preStop"] = {"sleep": {"seconds": 5}}
+        got = check_k8s.minidb_checks(docs)
+        self.assertTrue(any("preStop.sleep" in e for e in got), got)
+
+    def test_every_claimed_version_is_validated(self):
+        versions = check_k8s.kube_versions()
+        self.assertEqual(versions[0], "1.27.0")
+        self.assertIn("1.30.0", versions)
+        # kubernetes-validate really refuses preStop.sleep in the 1.27 schema.
+        docs = copy.deepcopy(RENDERED)
+        _container(docs)["lifecycle"]["preStop"] = {"sleep": {"seconds": 5}}
+        self.assertNotEqual(check_k8s.kubernetes_validate(docs, ["1.27.0"]), [])
+        self.assertEqual(check_k8s.kubernetes_validate(docs, ["1.30.0"]), [])
+
 
 if __name__ == "__main__":
     unittest.main()
