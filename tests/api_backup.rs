@@ -7,9 +7,8 @@ mod api;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use api::{command, expect_error, json, Server};
+use api::{command, expect_error, json, wait_until, Server};
 use serde_json::{json, Value};
 
 fn run(cwd: &Path, args: &[&str]) -> (bool, String) {
@@ -20,6 +19,35 @@ fn run(cwd: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `minidb backup` of `s` into `archive`; panics on failure. Returns its stderr.
+fn backup(s: &Server, cwd: &Path, archive: &Path) -> String {
+    let (ok, err) = run(
+        cwd,
+        &[
+            "backup",
+            "--url",
+            &s.base,
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "backup failed: {err}");
+    err
+}
+
+/// `minidb restore-backup archive --data-dir target`: (success, stderr).
+fn restore(cwd: &Path, archive: &Path, target: &Path) -> (bool, String) {
+    run(
+        cwd,
+        &[
+            "restore-backup",
+            archive.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+    )
+}
+
 /// Every document of `col`, sorted by `_id`.
 fn all(s: &Server, col: &str) -> Vec<Value> {
     let r = s.post(&format!("/api/{col}/_search?limit=1000"), &json!({}));
@@ -27,14 +55,6 @@ fn all(s: &Server, col: &str) -> Vec<Value> {
     let mut docs = json(r)["documents"].as_array().cloned().unwrap_or_default();
     docs.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
     docs
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -67,44 +87,18 @@ fn a_backup_restores_exactly_the_writes_before_it() {
     assert_eq!(before_b.len(), 350);
 
     let archive = tmp.path().join("b.tar");
-    let (ok, err) = run(
-        tmp.path(),
-        &[
-            "backup",
-            "--url",
-            &s.base,
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "backup failed: {err}");
+    let err = backup(&s, tmp.path(), &archive);
     assert!(err.contains("backup of sequence"), "{err}");
     // Written after the backup: not in it.
     assert_eq!(s.put("/api/b/after", &json!({"late": true})).status(), 200);
     s.stop();
 
     let restored = tmp.path().join("restored");
-    let (ok, err) = run(
-        tmp.path(),
-        &[
-            "restore-backup",
-            archive.to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = restore(tmp.path(), &archive, &restored);
     assert!(ok, "restore failed: {err}");
     assert!(err.contains("restored sequence"), "{err}");
     // A restore never overwrites: the same target again is refused.
-    let (ok, err) = run(
-        tmp.path(),
-        &[
-            "restore-backup",
-            archive.to_str().unwrap(),
-            "--data-dir",
-            restored.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = restore(tmp.path(), &archive, &restored);
     assert!(!ok);
     assert!(err.contains("not empty"), "{err}");
 
@@ -128,18 +122,15 @@ fn a_damaged_or_cut_archive_is_refused_with_a_clear_error() {
         200
     );
     assert_eq!(s.post("/api/_compact", &json!({})).status(), 202);
+    // The compaction runs in the background: wait for its table, so the archive has one.
+    wait_until("a table on disk", || {
+        std::fs::read_dir(dir.join("sst")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".sst"))
+        })
+    });
     let archive = tmp.path().join("b.tar");
-    let (ok, err) = run(
-        tmp.path(),
-        &[
-            "backup",
-            "--url",
-            &s.base,
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{err}");
+    backup(&s, tmp.path(), &archive);
     s.stop();
     let bytes = std::fs::read(&archive).unwrap();
 
@@ -147,15 +138,7 @@ fn a_damaged_or_cut_archive_is_refused_with_a_clear_error() {
     let cut = tmp.path().join("cut.tar");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let target = tmp.path().join("from-cut");
-    let (ok, err) = run(
-        tmp.path(),
-        &[
-            "restore-backup",
-            cut.to_str().unwrap(),
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = restore(tmp.path(), &cut, &target);
     assert!(!ok, "a cut archive restored");
     assert!(err.contains("cannot restore"), "{err}");
 
@@ -171,15 +154,7 @@ fn a_damaged_or_cut_archive_is_refused_with_a_clear_error() {
     let bad = tmp.path().join("flipped.tar");
     std::fs::write(&bad, &flipped).unwrap();
     let target = tmp.path().join("from-flipped");
-    let (ok, err) = run(
-        tmp.path(),
-        &[
-            "restore-backup",
-            bad.to_str().unwrap(),
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-    );
+    let (ok, err) = restore(tmp.path(), &bad, &target);
     assert!(!ok, "a damaged archive restored");
     assert!(err.contains("cannot restore"), "{err}");
     assert!(!err.contains("panicked"), "{err}");

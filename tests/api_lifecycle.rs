@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::{command, expect_error, json, Server, SlowRequest};
+use api::{command, expect_error, json, wait_until, Server, SlowRequest};
 use serde_json::{json, Value};
 
 /// `minidb_http_requests_in_flight` from `/metrics`.
@@ -18,17 +18,6 @@ fn in_flight(s: &Server) -> f64 {
         .find_map(|l| l.strip_prefix("minidb_http_requests_in_flight "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no minidb_http_requests_in_flight in /metrics"))
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -382,3 +382,12 @@ pub fn parse_responses(mut buf: &[u8]) -> Vec<RawResponse> {
     }
     out
 }
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after 60 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
