@@ -5,7 +5,7 @@ PYTHON ?= python3
 IMAGE ?= ghcr.io/minidb/minidb:0.1.0
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-engine-compare bench-http bench-import bench-sessions docker clean
+.PHONY: help build run test lint check-ops check-api ops-generate bench bench-engine bench-engine-compare bench-http bench-import bench-sessions bench-shell docker clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ lint: ## cargo fmt --check, clippy -D warnings (with the service, and the engine
 	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
 	$(CARGO) clippy --lib --no-default-features -- -D warnings
 
-bench: bench-engine bench-http bench-import bench-sessions ## All benchmarks
+bench: bench-engine bench-http bench-import bench-sessions bench-shell ## All benchmarks
 
 bench-engine: ## Engine benchmark: MiniDB vs fjall, same workloads, one run
 	cd benches/engine && CARGO_TARGET_DIR=$(CURDIR)/target/bench-engine $(CARGO) run --release
@@ -38,6 +38,9 @@ bench-import: ## import-minidbgo of generated 100k and 1M-document MiniDBGo dire
 bench-sessions: ## Session workload (writes with a 10 s lifetime, reads of live ones) beside Redis; SSE latency
 	$(CARGO) build --release
 	$(PYTHON) benches/sessions/run.py
+
+bench-shell: ## minidb shell embedded: peak RSS of restoreDB, dumpDB and dumpAll of a generated 1M-document database
+	$(CARGO) test $(TEST_FEATURES) --test shell -- --ignored --nocapture shell_memory_bench
 
 bench-http: ## HTTP benchmark (wrk): MiniDB routes beside an empty axum handler; docs/BENCH-HTTP.md
 	benches/http/run.sh

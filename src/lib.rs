@@ -10,6 +10,8 @@ pub mod engine;
 pub(crate) mod redact;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod shell;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;

@@ -1,5 +1,5 @@
 //! The `minidb` binary: `serve` (default), `config`, `dump`, `restore`, `import-minidbgo`,
-//! `compact`, `verify`, `healthcheck`.
+//! `compact`, `verify`, `healthcheck`, `shell`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use minidb::config::{Config, Overrides};
 use minidb::engine::{self, Engine};
 use minidb::server::{self, AppState};
+use minidb::shell;
 use minidb::store::import::{self, ImportOptions, Phase, Summary};
 use minidb::store::Store;
 use minidb::telemetry::{lifecycle, LogFormat, Telemetry, TelemetryConfig};
@@ -112,12 +113,49 @@ enum Cmd {
         /// The archive written by `minidb backup`.
         file: PathBuf,
     },
+    /// The interactive shell (MiniDBGo's commands) over a running server, or embedded on
+    /// --data-dir. Exit 0: every command succeeded; 1: some failed, or no connection.
+    Shell(ShellArgs),
     /// Exit 0 if the server answers GET /api/health with 200, else 1.
     Healthcheck {
         /// Health URL.
         #[arg(long, default_value = "http://127.0.0.1:6866/api/health")]
         url: String,
     },
+}
+
+#[derive(Args)]
+struct ShellArgs {
+    /// The server's base URL (ignored with --data-dir, which opens the directory here).
+    #[arg(long, default_value = "http://127.0.0.1:6866")]
+    url: String,
+    /// API key, sent as `Authorization: Bearer KEY`.
+    #[arg(
+        long,
+        env = "MINIDB_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+    /// Run these commands (one per line) instead of a session.
+    #[arg(short = 'c', long = "command", value_name = "COMMANDS")]
+    commands: Option<String>,
+    /// History file of interactive sessions (default ~/.minidb_history).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_history")]
+    history: Option<PathBuf>,
+    /// Keep no history.
+    #[arg(long)]
+    no_history: bool,
+    /// No colours, even on a terminal (NO_COLOR does the same).
+    #[arg(long)]
+    no_color: bool,
+    /// Most documents findMany and dumpAll print (0: all). Default: 1000 on a terminal,
+    /// all otherwise.
+    #[arg(long, value_name = "N")]
+    max_results: Option<u64>,
+    /// Per-request timeout over HTTP.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout_secs: u64,
 }
 
 /// Formats `minidb restore` reads.
@@ -336,6 +374,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 report.verified.wal_records
             );
         }
+        Cmd::Shell(args) => return shell(&cli.common, args),
         Cmd::Healthcheck { url } => {
             return Ok(match healthcheck(&url) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -347,6 +386,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `minidb shell`: embedded with --data-dir, else over --url.
+fn shell(common: &Common, args: ShellArgs) -> Result<ExitCode> {
+    let target = if common.data_dir.is_some() {
+        let config = load_config(common, None)?;
+        shell::Target::DataDir {
+            dir: config.storage.data_dir.clone(),
+            options: config.engine_options(),
+        }
+    } else {
+        shell::Target::Server {
+            url: args.url,
+            api_key: args.api_key.filter(|k| !k.is_empty()),
+            timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        }
+    };
+    let mut opts = shell::Options::new(target);
+    opts.commands = args.commands;
+    opts.no_color = args.no_color;
+    opts.max_results = args.max_results;
+    opts.history = match (args.no_history, args.history) {
+        (true, _) => None,
+        (false, Some(h)) => Some(h),
+        (false, None) => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".minidb_history")),
+    };
+    let report = shell::run(opts)?;
+    Ok(if report.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Opens the engine for an offline command, explaining a lock held by a running server.

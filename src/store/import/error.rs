@@ -72,6 +72,16 @@ pub enum ImportError {
         #[source]
         source: Box<ImportError>,
     },
+    /// The caller asked the import to stop (Ctrl-C in the shell); chunks committed before
+    /// stay written.
+    #[error(
+        "stopped after {committed} documents were written (each chunk of up to 1000 is \
+         atomic; running the restore again is safe: documents are upserted)"
+    )]
+    Stopped {
+        /// Documents committed before the stop.
+        committed: u64,
+    },
     /// Writing into MiniDB failed; chunks committed before it stay written.
     #[error("writing into MiniDB failed after {committed} documents: {source}")]
     Store {

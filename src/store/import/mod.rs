@@ -42,6 +42,7 @@ pub use writer::{CHUNK_BYTES, CHUNK_DOCS};
 
 use super::Store;
 use datadir::DataDir;
+pub(crate) use decode::Outcome;
 use merge::Merge;
 use writer::Sink;
 
@@ -93,7 +94,7 @@ pub fn import_dir(
 
 /// Reads and checks a MiniDBGo dump without writing anything.
 pub fn check_dump(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<Summary> {
-    scan_dump(path, None, progress)
+    scan_dump(path, None, progress, &|| false)
 }
 
 /// Upserts every document of the MiniDBGo dump `path` into `store`, as MiniDBGo's
@@ -104,10 +105,46 @@ pub fn restore_dump(
     path: &Path,
     progress: &mut dyn FnMut(Phase, u64),
 ) -> Result<Summary> {
-    let checked = scan_dump(path, None, &mut |n| progress(Phase::Checking, n))?;
+    restore_dump_until(store, path, progress, &|| false)
+}
+
+/// [`restore_dump`] that asks `stop` before every document and ends with
+/// [`ImportError::Stopped`] once it says yes (the shell's Ctrl-C).
+pub fn restore_dump_until(
+    store: &Store,
+    path: &Path,
+    progress: &mut dyn FnMut(Phase, u64),
+    stop: &dyn Fn() -> bool,
+) -> Result<Summary> {
+    let checked = scan_dump(path, None, &mut |n| progress(Phase::Checking, n), stop)?;
     let total = checked.documents + checked.skipped_total();
-    scan_dump(path, Some(store), &mut |n| {
-        progress(Phase::Importing { total }, n)
+    scan_dump(
+        path,
+        Some(store),
+        &mut |n| progress(Phase::Importing { total }, n),
+        stop,
+    )
+}
+
+/// [`check_dump`] that asks `stop` before every document.
+pub fn check_dump_until(
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+    stop: &dyn Fn() -> bool,
+) -> Result<Summary> {
+    scan_dump(path, None, progress, stop)
+}
+
+/// Calls `f` with every record of the MiniDBGo dump `path`, decoded as [`restore_dump`]
+/// decodes it, in file order: for a restore that writes elsewhere (the shell over HTTP).
+pub(crate) fn for_each_dump_record(
+    path: &Path,
+    f: &mut dyn FnMut(Outcome) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).map_err(|e| ImportError::io("open", path, e))?;
+    let reader = BufReader::with_capacity(64 << 10, file);
+    dump::for_each_document(path, reader, &mut |collection, index, doc| {
+        f(decode::from_dump(collection, index, doc))
     })
 }
 
@@ -147,14 +184,24 @@ fn scan_dir(dir: &Path, store: Option<&Store>, progress: &mut dyn FnMut(u64)) ->
     finish(sink, read)
 }
 
-fn scan_dump(path: &Path, store: Option<&Store>, progress: &mut dyn FnMut(u64)) -> Result<Summary> {
-    let file = File::open(path).map_err(|e| ImportError::io("open", path, e))?;
-    let reader = BufReader::with_capacity(64 << 10, file);
+fn scan_dump(
+    path: &Path,
+    store: Option<&Store>,
+    progress: &mut dyn FnMut(u64),
+    stop: &dyn Fn() -> bool,
+) -> Result<Summary> {
+    // Opened here too, so that a missing file is reported as it is in either pass.
+    File::open(path).map_err(|e| ImportError::io("open", path, e))?;
     let mut sink = Sink::new(store, progress);
     sink.summary.source = SourceKind::Dump;
-    let read = dump::for_each_document(path, reader, &mut |collection, index, doc| {
+    let read = for_each_dump_record(path, &mut |outcome| {
+        if stop() {
+            return Err(ImportError::Stopped {
+                committed: sink.committed(),
+            });
+        }
         sink.summary.records += 1;
-        sink.accept(decode::from_dump(collection, index, doc))
+        sink.accept(outcome)
     });
     finish(sink, read)
 }
@@ -163,7 +210,7 @@ fn scan_dump(path: &Path, store: Option<&Store>, progress: &mut dyn FnMut(u64)) 
 fn finish(sink: Sink<'_>, read: Result<()>) -> Result<Summary> {
     match read {
         Ok(()) => sink.finish(),
-        Err(e @ ImportError::Store { .. }) => Err(e),
+        Err(e @ (ImportError::Store { .. } | ImportError::Stopped { .. })) => Err(e),
         Err(e) if sink.writes() => Err(ImportError::Interrupted {
             committed: sink.committed(),
             source: Box::new(e),
