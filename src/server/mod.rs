@@ -2,6 +2,7 @@
 //!
 //! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
 
+pub mod auth;
 pub mod backup;
 pub mod error;
 pub(crate) mod head;
@@ -9,6 +10,7 @@ pub mod limits;
 pub mod memory;
 pub(crate) mod origin;
 pub mod probes;
+pub(crate) mod reload;
 pub mod routes;
 pub mod search;
 pub mod startup;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub cpu: probes::CpuSampler,
     /// Metrics, traces and the memory governor, when started.
     pub telemetry: Option<Telemetry>,
+    /// API keys; `None` when auth is off.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl AppState {
@@ -70,6 +74,15 @@ impl AppState {
     /// State for a server whose engine is still opening: every route but the probes
     /// answers 503 until [`AppState::open`].
     pub fn starting(config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
+        Self::starting_with(config, telemetry, None)
+    }
+
+    /// [`AppState::starting`] with API keys (`None`: auth off).
+    pub fn starting_with(
+        config: Config,
+        telemetry: Option<Telemetry>,
+        auth: Option<Arc<auth::Auth>>,
+    ) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         let limit = telemetry.as_ref().map_or(512 << 20, |t| t.memory_limit());
         let memory = memory::RequestMemory::new(limit, config.server.max_body_bytes);
@@ -83,6 +96,7 @@ impl AppState {
             memory,
             cpu: probes::CpuSampler::default(),
             telemetry,
+            auth,
         })
     }
 
@@ -161,6 +175,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
         ))
         .layer(middleware::from_fn_with_state(state.clone(), limits::admit))
+        // Before the body is read and a permit taken: anonymous clients spend no budget.
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(cfg.request_timeout_secs),
@@ -236,10 +252,23 @@ pub async fn serve(
         .max_headers(head::MAX_HEADERS)
         .keep_alive(true);
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    warn_if_open(&listener, &state);
+    let metrics = state.telemetry.as_ref().map(|t| t.metrics().clone());
+    if let Some(a) = &state.auth {
+        a.spawn_reloader(metrics.clone());
+    }
+    // Every connection holds a permit from accept to close: at the limit, further clients
+    // wait in the listen backlog.
+    let connections = Arc::new(Semaphore::new(cfg.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let next = async {
+            let permit = connections.clone().acquire_owned().await;
+            (permit, listener.accept().await)
+        };
         tokio::select! {
-            accepted = listener.accept() => {
+            (permit, accepted) = next => {
+                let Ok(permit) = permit else { break };
                 let (stream, _peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
@@ -256,6 +285,7 @@ pub async fn serve(
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
@@ -283,6 +313,22 @@ pub async fn serve(
         Err(e) => Err(crate::engine::Error::InvalidArgument(format!(
             "engine shutdown task failed: {e}"
         ))),
+    }
+}
+
+/// Warns when the server listens beyond loopback without API keys.
+fn warn_if_open(listener: &TcpListener, state: &AppState) {
+    if state.auth.is_some() {
+        return;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "auth is off (no auth.keys_file) and the server listens on a non-loopback \
+                 address: anyone who can reach it can read and write every collection"
+            );
+        }
     }
 }
 
