@@ -525,6 +525,7 @@ fn serve(config: Config) -> Result<()> {
     opts.block_cache_bytes = opts.block_cache_bytes.min(plan.block_cache_bytes);
     opts.memory_budget = Some(telemetry.memory_budget());
     let auth = server::auth::Auth::load(&config.auth)?;
+    let tls = server::tls::Tls::load(&config.tls)?;
     let t = telemetry.clone();
     let served = rt.block_on(async move {
         // Listen first: while the engine opens (and replays its WAL), the probes answer and
@@ -535,8 +536,14 @@ fn serve(config: Config) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr().context("local address")?;
         lifecycle::listening(addr);
-        tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb listening");
-        let state = AppState::starting_with(config, Some(t.clone()), auth);
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            auth = auth.is_some(),
+            data_dir = %config.storage.data_dir.display(),
+            "minidb listening"
+        );
+        let state = AppState::starting_with(config, Some(t.clone()), auth, tls);
         opts.listener = Some(state.startup.listener(Some(t.engine_listener())));
         let failed = Arc::new(tokio::sync::Notify::new());
         let opener = tokio::spawn(open_engine(dir, opts, state.clone(), t, failed.clone()));

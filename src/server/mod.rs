@@ -14,6 +14,7 @@ pub(crate) mod reload;
 pub mod routes;
 pub mod search;
 pub mod startup;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub telemetry: Option<Telemetry>,
     /// API keys; `None` when auth is off.
     pub auth: Option<Arc<auth::Auth>>,
+    /// The TLS certificate in force; `None`: plain HTTP.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl AppState {
@@ -74,14 +77,15 @@ impl AppState {
     /// State for a server whose engine is still opening: every route but the probes
     /// answers 503 until [`AppState::open`].
     pub fn starting(config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
-        Self::starting_with(config, telemetry, None)
+        Self::starting_with(config, telemetry, None, None)
     }
 
-    /// [`AppState::starting`] with API keys (`None`: auth off).
+    /// [`AppState::starting`] with API keys (`None`: auth off) and TLS (`None`: plain HTTP).
     pub fn starting_with(
         config: Config,
         telemetry: Option<Telemetry>,
         auth: Option<Arc<auth::Auth>>,
+        tls: Option<Arc<tls::Tls>>,
     ) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         let limit = telemetry.as_ref().map_or(512 << 20, |t| t.memory_limit());
@@ -97,6 +101,7 @@ impl AppState {
             cpu: probes::CpuSampler::default(),
             telemetry,
             auth,
+            tls,
         })
     }
 
@@ -257,6 +262,9 @@ pub async fn serve(
     if let Some(a) = &state.auth {
         a.spawn_reloader(metrics.clone());
     }
+    if let Some(t) = &state.tls {
+        t.spawn_reloader(metrics.clone());
+    }
     // Every connection holds a permit from accept to close: at the limit, further clients
     // wait in the listen backlog.
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
@@ -279,14 +287,43 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // Request heads are checked before hyper parses them (see `head`).
-                let io = head::HeadGuard::new(limits::IdleTimeout::new(stream, idle));
-                let svc = head::ConnService::new(TowerToHyperService::new(app.clone()), io.refusal());
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(permit);
-                });
+                let conn = Conn {
+                    http: http.clone(),
+                    app: app.clone(),
+                    idle,
+                    watcher: graceful.watcher(),
+                };
+                match &state.tls {
+                    None => {
+                        tokio::spawn(async move {
+                            conn.serve(stream).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(tls) => {
+                        let (acceptor, limit) = (tls.acceptor(), tls.handshake_timeout);
+                        let metrics = metrics.clone();
+                        // The handshake holds the connection's permit and is bounded in time.
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => conn.serve(stream).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    if let Some(m) = &metrics {
+                                        m.record_handshake_failure("error");
+                                    }
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    if let Some(m) = &metrics {
+                                        m.record_handshake_failure("timeout");
+                                    }
+                                }
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -313,6 +350,31 @@ pub async fn serve(
         Err(e) => Err(crate::engine::Error::InvalidArgument(format!(
             "engine shutdown task failed: {e}"
         ))),
+    }
+}
+
+/// What serving one connection needs.
+struct Conn {
+    http: hyper::server::conn::http1::Builder,
+    app: Router,
+    idle: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Conn {
+    /// Serves HTTP/1.1 on `stream` (plain TCP, or TLS after its handshake) until it closes
+    /// or the graceful shutdown ends it.
+    async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // Request heads are checked before hyper parses them (see `head`).
+        let io = head::HeadGuard::new(limits::IdleTimeout::new(stream, self.idle));
+        let svc = head::ConnService::new(TowerToHyperService::new(self.app), io.refusal());
+        let conn = self
+            .watcher
+            .watch(self.http.serve_connection(TokioIo::new(io), svc));
+        let _ = conn.await;
     }
 }
 

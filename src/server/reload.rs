@@ -21,6 +21,8 @@ use crate::telemetry::metrics::Metrics;
 pub enum Watched {
     /// `auth.keys_file`.
     Keys,
+    /// `tls.cert_file` and `tls.key_file`.
+    Tls,
 }
 
 impl Watched {
@@ -28,6 +30,7 @@ impl Watched {
     pub fn as_str(self) -> &'static str {
         match self {
             Watched::Keys => "keys",
+            Watched::Tls => "tls",
         }
     }
 }
