@@ -7,8 +7,9 @@
 //! - collection routes (`/api/{col}...`): reads (GET, `_search`, `_count`, `_changes`) need
 //!   `read`, writes need `write`, index management needs `admin`; a key limited to some
 //!   collections gets 403 on the others;
-//! - collection-less routes (`/api/_collections`, `/api/stats`, `/api/metrics`,
-//!   `/api/openapi.json`, `/metrics`, `/api/_compact`, `/api/_backup`) concern every
+//! - a collection's TTL (`/api/{col}/_ttl`): GET needs `read`, PUT and DELETE `admin`;
+//! - collection-less routes (`/api/_collections`, `/api/_changes`, `/api/stats`,
+//!   `/api/metrics`, `/api/openapi.json`, `/metrics`, `/api/_compact`, `/api/_backup`) concern every
 //!   collection, so they need a key without a collection limit (`_collections` would list
 //!   the others; compaction and backups cover them all);
 //! - a template this table does not know (a route added later) needs `admin`: new routes
@@ -43,9 +44,8 @@ pub fn need(method: &Method, template: Option<&str>, protect_metrics: bool) -> N
     match template {
         "/api/health" | "/api/ready" => Need::Open,
         "/metrics" if !protect_metrics => Need::Open,
-        "/metrics" | "/api/stats" | "/api/metrics" | "/api/openapi.json" | "/api/_collections" => {
-            Need::Global(read_or_write)
-        }
+        "/metrics" | "/api/stats" | "/api/metrics" | "/api/openapi.json" | "/api/_collections"
+        | "/api/_changes" => Need::Global(read_or_write),
         "/api/_compact" | "/api/_backup" => Need::Global(Role::Admin),
         // A search is a read sent as POST.
         "/api/{col}/_search" | "/api/{col}/_count" | "/api/{col}/_changes" => {
@@ -54,6 +54,9 @@ pub fn need(method: &Method, template: Option<&str>, protect_metrics: bool) -> N
         "/api/{col}" | "/api/{col}/_insertMany" | "/api/{col}/{id}" => {
             Need::Collection(read_or_write)
         }
+        // A collection's expiry setting: readable like its documents, changed by admins.
+        "/api/{col}/_ttl" if reading => Need::Collection(Role::Read),
+        "/api/{col}/_ttl" => Need::Collection(Role::Admin),
         t if t.starts_with("/api/{col}/_index") => Need::Collection(Role::Admin),
         _ => Need::Global(Role::Admin),
     }
@@ -90,5 +93,20 @@ mod tests {
             Need::Collection(Role::Write)
         );
         assert_eq!(need(&Method::GET, None, false), Need::AnyKey);
+        // Routes of main not yet on this branch.
+        assert_eq!(n(Method::GET, "/api/_backup"), Need::Global(Role::Admin));
+        assert_eq!(n(Method::GET, "/api/_changes"), Need::Global(Role::Read));
+        assert_eq!(
+            n(Method::GET, "/api/{col}/_changes"),
+            Need::Collection(Role::Read)
+        );
+        assert_eq!(
+            n(Method::GET, "/api/{col}/_ttl"),
+            Need::Collection(Role::Read)
+        );
+        assert_eq!(
+            n(Method::PUT, "/api/{col}/_ttl"),
+            Need::Collection(Role::Admin)
+        );
     }
 }
