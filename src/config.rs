@@ -41,6 +41,10 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     /// The change feed.
     pub changes: ChangesConfig,
+    /// API keys.
+    pub auth: AuthConfig,
+    /// TLS.
+    pub tls: TlsConfig,
 }
 
 /// `[expiry]`: the sweeper that deletes expired documents.
@@ -63,6 +67,29 @@ impl Default for ExpiryConfig {
     }
 }
 
+/// `[auth]`: API keys; off unless `keys_file` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// The keys file (one `sha256:<hex> role=... [collections=...] [name=...]` per line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
+    /// `/metrics` needs a key too (a read key without collection limit).
+    pub protect_metrics: bool,
+    /// How often the keys file is checked for changes, in milliseconds.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            keys_file: None,
+            protect_metrics: false,
+            reload_interval_ms: 5000,
+        }
+    }
+}
+
 /// `[changes]`: the change feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -79,6 +106,33 @@ impl Default for ChangesConfig {
         ChangesConfig {
             retention_secs: 86_400,
             max_longpoll_ms: 25_000,
+        }
+    }
+}
+
+/// `[tls]`: HTTPS; off unless `cert_file` and `key_file` are set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// A TLS handshake must finish within this many seconds.
+    pub handshake_timeout_secs: u64,
+    /// How often the certificate and key are checked for changes, in milliseconds.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            handshake_timeout_secs: 10,
+            reload_interval_ms: 5000,
         }
     }
 }
@@ -107,6 +161,8 @@ pub struct ServerConfig {
     pub shutdown_drain_secs: u64,
     /// Origins allowed by CORS (`"*"` allows any).
     pub cors_origins: Vec<String>,
+    /// Most open connections (TLS handshakes included); more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +178,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             shutdown_drain_secs: 30,
             cors_origins: vec!["http://localhost:3000".into()],
+            max_connections: 1024,
         }
     }
 }
@@ -320,6 +377,11 @@ impl Config {
             ("expiry.sweep_batch", self.expiry.sweep_batch as u64),
             ("changes.retention_secs", self.changes.retention_secs),
             ("changes.max_longpoll_ms", self.changes.max_longpoll_ms),
+            ("server.max_connections", s.max_connections as u64),
+            (
+                "tls.handshake_timeout_secs",
+                self.tls.handshake_timeout_secs,
+            ),
             ("storage.flush_size", self.storage.flush_size as u64),
             ("storage.memtable_mb", self.storage.memtable_mb as u64),
             (
@@ -397,6 +459,20 @@ impl Config {
                     ),
                 );
             }
+        }
+        for (key, ms) in [
+            ("auth.reload_interval_ms", self.auth.reload_interval_ms),
+            ("tls.reload_interval_ms", self.tls.reload_interval_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return fail(key, "must be between 100 and 3600000".into());
+            }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return fail(
+                "tls.cert_file/tls.key_file",
+                "give both (TLS on) or neither (plain HTTP)".into(),
+            );
         }
         self.engine_options()
             .validate()
@@ -576,6 +652,12 @@ mod tests {
         )]);
         assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
         assert!(!e.contains("secret") && !e.contains("abc"), "{e}");
+        let e = err(&[("MINIDB_TLS__CERT_FILE", "/c.pem")]);
+        assert!(e.contains("tls.cert_file/tls.key_file"), "{e}");
+        let e = err(&[("MINIDB_AUTH__RELOAD_INTERVAL_MS", "5")]);
+        assert!(e.contains("auth.reload_interval_ms"), "{e}");
+        let e = err(&[("MINIDB_SERVER__MAX_CONNECTIONS", "0")]);
+        assert!(e.contains("server.max_connections"), "{e}");
         let e = err(&[("MINIDB_TELEMETRY__ACCESS_LOG", "sometimes")]);
         assert!(e.contains("access_log"), "{e}");
         assert!(Config::load_with(
@@ -620,6 +702,15 @@ mod tests {
             telemetry: TelemetryConfig {
                 otlp_endpoint: Some("http://x".into()),
                 ..TelemetryConfig::default()
+            },
+            auth: AuthConfig {
+                keys_file: Some("/k".into()),
+                ..AuthConfig::default()
+            },
+            tls: TlsConfig {
+                cert_file: Some("/c".into()),
+                key_file: Some("/k".into()),
+                ..TlsConfig::default()
             },
             ..Config::default()
         }

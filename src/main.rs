@@ -1,5 +1,5 @@
 //! The `minidb` binary: `serve` (default), `config`, `dump`, `restore`, `import-minidbgo`,
-//! `compact`, `verify`, `healthcheck`, `shell`.
+//! `compact`, `verify`, `healthcheck`, `shell`, `keys`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use minidb::config::{Config, Overrides};
 use minidb::engine::{self, Engine};
+use minidb::server::auth::keys::{self, Role};
 use minidb::server::{self, AppState};
 use minidb::shell;
 use minidb::store::import::{self, ImportOptions, Phase, Summary};
@@ -116,6 +117,11 @@ enum Cmd {
     /// The interactive shell (MiniDBGo's commands) over a running server, or embedded on
     /// --data-dir. Exit 0: every command succeeded; 1: some failed, or no connection.
     Shell(ShellArgs),
+    /// API keys for auth.keys_file.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
     /// Exit 0 if the server answers GET /api/health with 200, else 1.
     Healthcheck {
         /// Health URL.
@@ -156,6 +162,25 @@ struct ShellArgs {
     /// Per-request timeout over HTTP.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     timeout_secs: u64,
+}
+
+/// `minidb keys ...`.
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Make a new key: prints the key (once; the server keeps only its hash) and then the
+    /// line to add to the keys file, each on its own line of stdout.
+    Create {
+        /// read (GET, search, count), write (plus writes) or admin (plus compact, backup,
+        /// index management).
+        #[arg(long, value_parser = |s: &str| s.parse::<Role>())]
+        role: Role,
+        /// Limit the key to these collections (comma-separated); default: all.
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        collections: Option<Vec<String>>,
+        /// A name for the operator (logged on denials instead of the key).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 /// Formats `minidb restore` reads.
@@ -375,6 +400,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Cmd::Shell(args) => return shell(&cli.common, args),
+        Cmd::Keys {
+            cmd:
+                KeysCmd::Create {
+                    role,
+                    collections,
+                    name,
+                },
+        } => {
+            let k = keys::create(role, collections.as_deref(), name.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
+            eprintln!("The new API key (shown only now: the server stores only its hash):");
+            println!("{}", k.key);
+            eprintln!("Add this line to the keys file (auth.keys_file); the server picks it up:");
+            println!("{}", k.line);
+        }
         Cmd::Healthcheck { url } => {
             return Ok(match healthcheck(&url) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -557,6 +597,8 @@ fn serve(config: Config) -> Result<()> {
     opts.memtable_bytes = opts.memtable_bytes.min(plan.memtable_bytes).max(4096);
     opts.block_cache_bytes = opts.block_cache_bytes.min(plan.block_cache_bytes);
     opts.memory_budget = Some(telemetry.memory_budget());
+    let auth = server::auth::Auth::load(&config.auth)?;
+    let tls = server::tls::Tls::load(&config.tls)?;
     let t = telemetry.clone();
     let served = rt.block_on(async move {
         // Listen first: while the engine opens (and replays its WAL), the probes answer and
@@ -567,8 +609,14 @@ fn serve(config: Config) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr().context("local address")?;
         lifecycle::listening(addr);
-        tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), "minidb listening");
-        let state = AppState::starting(config, Some(t.clone()));
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            auth = auth.is_some(),
+            data_dir = %config.storage.data_dir.display(),
+            "minidb listening"
+        );
+        let state = AppState::starting_with(config, Some(t.clone()), auth, tls);
         opts.listener = Some(state.startup.listener(Some(t.engine_listener())));
         let failed = Arc::new(tokio::sync::Notify::new());
         let opener = tokio::spawn(open_engine(dir, opts, state.clone(), t, failed.clone()));

@@ -1,5 +1,5 @@
 //! HTTP errors: `{"error": "...", "status": N}`, and the ONE place where store and engine
-//! errors become statuses ([`status_of`]).
+//! errors become statuses ([`status_of`]), and refused credentials too ([`auth_status_of`]).
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::auth::AuthError;
 use crate::engine;
 use crate::server::backup::BackupError;
 use crate::store::StoreError;
@@ -27,6 +28,8 @@ pub struct ApiError {
     pub trace_id: Option<String>,
     /// A header with a number the client needs (the feed's oldest sequence on a 410).
     pub header: Option<(&'static str, u64)>,
+    /// A `WWW-Authenticate` challenge (401 answers).
+    pub challenge: Option<&'static str>,
 }
 
 /// Response extension naming why a request was refused (`busy`, `memory`, `concurrency`,
@@ -56,6 +59,7 @@ impl ApiError {
             rejection: None,
             trace_id: None,
             header: None,
+            challenge: None,
         }
     }
 
@@ -149,6 +153,30 @@ pub fn status_of(err: &StoreError) -> (StatusCode, Option<u64>) {
     }
 }
 
+/// Maps a refused credential to its status: 401 (with the Bearer challenge) when there is
+/// no valid key, 403 when the key does not cover the route.
+pub fn auth_status_of(err: &AuthError) -> (StatusCode, Option<&'static str>) {
+    match err {
+        AuthError::Missing | AuthError::Invalid => {
+            (StatusCode::UNAUTHORIZED, Some(BEARER_CHALLENGE))
+        }
+        AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+    }
+}
+
+/// The challenge of 401 answers.
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"minidb\"";
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let (status, challenge) = auth_status_of(&err);
+        ApiError {
+            challenge,
+            ..ApiError::new(status, err.to_string())
+        }
+    }
+}
+
 /// 507 for a full disk, else 500.
 fn io_status(e: &std::io::Error) -> StatusCode {
     if e.kind() == std::io::ErrorKind::StorageFull {
@@ -235,6 +263,10 @@ impl IntoResponse for ApiError {
         }
         if let Some((name, v)) = self.header {
             resp.headers_mut().insert(name, HeaderValue::from(v));
+        }
+        if let Some(c) = self.challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -2,6 +2,7 @@
 //!
 //! Every store call runs in `spawn_blocking`; errors become JSON in `error.rs`.
 
+pub mod auth;
 pub mod backup;
 pub(crate) mod backup_route;
 pub(crate) mod changes;
@@ -11,11 +12,13 @@ pub mod limits;
 pub mod memory;
 pub(crate) mod origin;
 pub mod probes;
+pub(crate) mod reload;
 pub mod routes;
 pub mod search;
 pub mod startup;
 pub(crate) mod sweeper;
 pub(crate) mod ttl;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +71,10 @@ pub struct AppState {
     pub cpu: probes::CpuSampler,
     /// Metrics, traces and the memory governor, when started.
     pub telemetry: Option<Telemetry>,
+    /// API keys; `None` when auth is off.
+    pub auth: Option<Arc<auth::Auth>>,
+    /// The TLS certificate in force; `None`: plain HTTP.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl AppState {
@@ -81,6 +88,16 @@ impl AppState {
     /// State for a server whose engine is still opening: every route but the probes
     /// answers 503 until [`AppState::open`].
     pub fn starting(config: Config, telemetry: Option<Telemetry>) -> Arc<Self> {
+        Self::starting_with(config, telemetry, None, None)
+    }
+
+    /// [`AppState::starting`] with API keys (`None`: auth off) and TLS (`None`: plain HTTP).
+    pub fn starting_with(
+        config: Config,
+        telemetry: Option<Telemetry>,
+        auth: Option<Arc<auth::Auth>>,
+        tls: Option<Arc<tls::Tls>>,
+    ) -> Arc<Self> {
         let permits = config.server.max_in_flight;
         let limit = telemetry.as_ref().map_or(512 << 20, |t| t.memory_limit());
         let memory = memory::RequestMemory::new(limit, config.server.max_body_bytes);
@@ -97,6 +114,8 @@ impl AppState {
             memory,
             cpu: probes::CpuSampler::default(),
             telemetry,
+            auth,
+            tls,
         })
     }
 
@@ -191,6 +210,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
         ))
         .layer(middleware::from_fn_with_state(state.clone(), limits::admit))
+        // Before the body is read and a permit taken: anonymous clients spend no budget.
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(cfg.request_timeout_secs),
@@ -271,10 +292,26 @@ pub async fn serve(
         .max_headers(head::MAX_HEADERS)
         .keep_alive(true);
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
+    warn_if_open(&listener, &state);
+    let metrics = state.telemetry.as_ref().map(|t| t.metrics().clone());
+    if let Some(a) = &state.auth {
+        a.spawn_reloader(metrics.clone());
+    }
+    if let Some(t) = &state.tls {
+        t.spawn_reloader(metrics.clone());
+    }
+    // Every connection holds a permit from accept to close: at the limit, further clients
+    // wait in the listen backlog.
+    let connections = Arc::new(Semaphore::new(cfg.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let next = async {
+            let permit = connections.clone().acquire_owned().await;
+            (permit, listener.accept().await)
+        };
         tokio::select! {
-            accepted = listener.accept() => {
+            (permit, accepted) = next => {
+                let Ok(permit) = permit else { break };
                 let (stream, _peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
@@ -285,13 +322,43 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // Request heads are checked before hyper parses them (see `head`).
-                let io = head::HeadGuard::new(limits::IdleTimeout::new(stream, idle));
-                let svc = head::ConnService::new(TowerToHyperService::new(app.clone()), io.refusal());
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let conn = Conn {
+                    http: http.clone(),
+                    app: app.clone(),
+                    idle,
+                    watcher: graceful.watcher(),
+                };
+                match &state.tls {
+                    None => {
+                        tokio::spawn(async move {
+                            conn.serve(stream).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(tls) => {
+                        let (acceptor, limit) = (tls.acceptor(), tls.handshake_timeout);
+                        let metrics = metrics.clone();
+                        // The handshake holds the connection's permit and is bounded in time.
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => conn.serve(stream).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    if let Some(m) = &metrics {
+                                        m.record_handshake_failure("error");
+                                    }
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    if let Some(m) = &metrics {
+                                        m.record_handshake_failure("timeout");
+                                    }
+                                }
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -320,6 +387,47 @@ pub async fn serve(
         Err(e) => Err(crate::engine::Error::InvalidArgument(format!(
             "engine shutdown task failed: {e}"
         ))),
+    }
+}
+
+/// What serving one connection needs.
+struct Conn {
+    http: hyper::server::conn::http1::Builder,
+    app: Router,
+    idle: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Conn {
+    /// Serves HTTP/1.1 on `stream` (plain TCP, or TLS after its handshake) until it closes
+    /// or the graceful shutdown ends it.
+    async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // Request heads are checked before hyper parses them (see `head`).
+        let io = head::HeadGuard::new(limits::IdleTimeout::new(stream, self.idle));
+        let svc = head::ConnService::new(TowerToHyperService::new(self.app), io.refusal());
+        let conn = self
+            .watcher
+            .watch(self.http.serve_connection(TokioIo::new(io), svc));
+        let _ = conn.await;
+    }
+}
+
+/// Warns when the server listens beyond loopback without API keys.
+fn warn_if_open(listener: &TcpListener, state: &AppState) {
+    if state.auth.is_some() {
+        return;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "auth is off (no auth.keys_file) and the server listens on a non-loopback \
+                 address: anyone who can reach it can read and write every collection"
+            );
+        }
     }
 }
 

@@ -39,6 +39,13 @@ pub const REJECTION_REASONS: [&str; 6] = [
     "disk_full",
 ];
 
+/// The reasons of `minidb_auth_failures_total`.
+pub const AUTH_FAILURE_REASONS: [&str; 3] = ["missing", "invalid", "forbidden"];
+/// The files of `minidb_reload_errors_total`.
+pub const RELOADED_FILES: [&str; 2] = ["keys", "tls"];
+/// The reasons of `minidb_tls_handshake_failures_total`.
+pub const HANDSHAKE_FAILURES: [&str; 2] = ["timeout", "error"];
+
 /// Request latency buckets, in seconds.
 const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -63,6 +70,10 @@ pub struct Metrics {
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
     http_rejections: IntCounterVec,
+    auth_failures: IntCounterVec,
+    reload_errors: IntCounterVec,
+    reload_failing: IntGaugeVec,
+    handshake_failures: IntCounterVec,
     wal_fsync: Histogram,
     flush_duration: Histogram,
     compaction_duration: Histogram,
@@ -131,6 +142,40 @@ impl Metrics {
         for reason in REJECTION_REASONS {
             http_rejections.with_label_values(&[reason]);
         }
+        let auth_failures = labelled(
+            &r,
+            "minidb_auth_failures_total",
+            "Requests refused for their API key.",
+            "reason",
+            &AUTH_FAILURE_REASONS,
+        )?;
+        let reload_errors = labelled(
+            &r,
+            "minidb_reload_errors_total",
+            "New versions of a watched file (keys, TLS pair) refused; the old one stays in use.",
+            "file",
+            &RELOADED_FILES,
+        )?;
+        let reload_failing = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "minidb_reload_failing",
+                    "1 while the file on disk is a version that was refused (the old one is in use).",
+                ),
+                &["file"],
+            )?,
+        )?;
+        for f in RELOADED_FILES {
+            reload_failing.with_label_values(&[f]);
+        }
+        let handshake_failures = labelled(
+            &r,
+            "minidb_tls_handshake_failures_total",
+            "TLS handshakes that failed or did not finish in time.",
+            "reason",
+            &HANDSHAKE_FAILURES,
+        )?;
         let wal_fsync = reg(
             &r,
             Histogram::with_opts(
@@ -213,6 +258,10 @@ impl Metrics {
             http_duration,
             http_in_flight,
             http_rejections,
+            auth_failures,
+            reload_errors,
+            reload_failing,
+            handshake_failures,
             wal_fsync,
             flush_duration,
             compaction_duration,
@@ -267,6 +316,30 @@ impl Metrics {
             "busy"
         };
         self.http_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one request refused for its key; `reason` is one of [`AUTH_FAILURE_REASONS`].
+    pub fn record_auth_failure(&self, reason: &str) {
+        bounded_inc(&self.auth_failures, &AUTH_FAILURE_REASONS, reason);
+    }
+
+    /// Counts one refused version of a watched file (`keys` or `tls`).
+    pub fn record_reload_error(&self, file: &str) {
+        bounded_inc(&self.reload_errors, &RELOADED_FILES, file);
+    }
+
+    /// Whether the watched `file` on disk is a refused version now.
+    pub fn set_reload_failing(&self, file: &str, failing: bool) {
+        if RELOADED_FILES.contains(&file) {
+            self.reload_failing
+                .with_label_values(&[file])
+                .set(i64::from(failing));
+        }
+    }
+
+    /// Counts one failed TLS handshake (`timeout` or `error`).
+    pub fn record_handshake_failure(&self, reason: &str) {
+        bounded_inc(&self.handshake_failures, &HANDSHAKE_FAILURES, reason);
     }
 
     /// A guard counting one in-flight request until it is dropped.
@@ -343,6 +416,28 @@ impl Metrics {
                 String::new()
             }
         }
+    }
+}
+
+/// A counter with one label whose values are `known`, each series created at zero.
+fn labelled(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    known: &[&str],
+) -> Result<IntCounterVec, TelemetryError> {
+    let c = reg(r, IntCounterVec::new(Opts::new(name, help), &[label])?)?;
+    for v in known {
+        c.with_label_values(&[v]);
+    }
+    Ok(c)
+}
+
+/// Increments `value`'s series if it is one of `known` (labels stay bounded).
+fn bounded_inc(c: &IntCounterVec, known: &[&str], value: &str) {
+    if known.contains(&value) {
+        c.with_label_values(&[value]).inc();
     }
 }
 
@@ -934,6 +1029,21 @@ mod tests {
         ));
         assert!(t.contains("minidb_http_rejections_total{reason=\"memory\"} 1"));
         assert!(t.contains("minidb_http_rejections_total{reason=\"busy\"} 1"));
+        m.record_auth_failure("forbidden");
+        m.record_auth_failure("nonsense");
+        m.record_reload_error("tls");
+        m.record_handshake_failure("timeout");
+        let t = m.render();
+        assert!(t.contains("minidb_auth_failures_total{reason=\"forbidden\"} 1"));
+        assert!(t.contains("minidb_auth_failures_total{reason=\"missing\"} 0"));
+        assert!(!t.contains("nonsense"));
+        assert!(t.contains("minidb_reload_errors_total{file=\"tls\"} 1"));
+        assert!(t.contains("minidb_reload_errors_total{file=\"keys\"} 0"));
+        m.set_reload_failing("keys", true);
+        assert!(m
+            .render()
+            .contains("minidb_reload_failing{file=\"keys\"} 1"));
+        assert!(t.contains("minidb_tls_handshake_failures_total{reason=\"timeout\"} 1"));
         let ev = m.engine_events();
         ev.on_wal_sync(Duration::from_millis(2));
         assert!(m

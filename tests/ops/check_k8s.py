@@ -19,7 +19,13 @@
    and from the monitoring namespace, the ServiceMonitor selecting the client Service, the
    Grafana dashboard ConfigMap, the checksum/config annotation == sha256(k8s/minidb.toml), and
    k8s/minidb.toml == config/minidb.toml (skipped while config/minidb.toml does not exist);
-5. the image tag is the same in k8s, docker-compose.yml and Cargo.toml's version.
+5. the image tag is the same in k8s, docker-compose.yml and Cargo.toml's version;
+6. deploy/k8s-secure (the base with the components k8s/components/auth and tls) renders,
+   validates, keeps the policy and the MiniDB checks, and: the keys Secret and the
+   cert-manager Certificate's Secret are mounted as directories (no subPath: the kubelet must
+   be able to swap the files) at the paths MINIDB_AUTH__KEYS_FILE / MINIDB_TLS__* name, every
+   probe uses scheme HTTPS, and the ServiceMonitor scrapes https with a tlsConfig whose CA is
+   the Certificate's Secret.
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ from opslib import ROOT, fail, run, tool  # noqa: E402
 
 K8S = ROOT / "k8s"
 OVERLAY = ROOT / "deploy/k8s-overlay"
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+SECURE = ROOT / "deploy/k8s-secure"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate"}
 # The oldest Kubernetes the manifests claim (README "Deploy", k8s/kustomization.yaml).
 MIN_KUBE = (1, 27)
 IMAGE_REPO = "ghcr.io/minidb/minidb"
@@ -350,6 +357,15 @@ def main() -> int:
             errors.append(f"overlay {OVERLAY.relative_to(ROOT)}: {e}")
             over = None
     errors += overlay_checks(over, versions) if over is not None else []
+    if shutil.which("kubectl") or shutil.which("kustomize"):
+        try:
+            secure = render(SECURE)
+            print(f"kustomize {SECURE.relative_to(ROOT)}: {len(secure)} resources")
+            errors += [f"{SECURE.name}: {x}" for x in secure_checks(secure, versions)]
+        except SystemExit as e:
+            errors.append(f"overlay {SECURE.relative_to(ROOT)}: {e}")
+    else:
+        print(f"WARNING: no kustomize: {SECURE.relative_to(ROOT)} is not checked", file=sys.stderr)
     for err in errors:
         fail(err)
     print("check_k8s: " + ("FAILED" if errors else "OK"))
@@ -365,6 +381,63 @@ def overlay_checks(over: list[dict], versions: list[str]) -> list[str]:
         errors.append("overlay: the example overlay no longer patches the release label and the "
                       "NetworkPolicy peers it documents")
     return errors
+
+
+def secure_checks(docs: list[dict], versions: list[str]) -> list[str]:
+    """deploy/k8s-secure: the auth and tls components on the base."""
+    e = kubernetes_validate(docs, [versions[0], versions[-1]], "k8s-secure")
+    e += [f"policy {p}" for p in k8s_policy.violations(docs)]
+    e += crd_checks(docs) + minidb_checks(docs)
+    sts = _one(docs, "StatefulSet")
+    if not sts:
+        return e + ["no StatefulSet"]
+    pod = sts["spec"]["template"]["spec"]
+    c = next((c for c in pod.get("containers", []) if c.get("name") == "minidb"), {})
+    env = {x["name"]: x.get("value") for x in c.get("env") or []}
+    vols = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts = c.get("volumeMounts") or []
+
+    def secret_dir(secret: str) -> str | None:
+        """The mount path of the Secret `secret`, mounted whole."""
+        for m in mounts:
+            v = vols.get(m["name"]) or {}
+            if (v.get("secret") or {}).get("secretName") == secret:
+                if m.get("subPath"):
+                    e.append(f"Secret {secret} is mounted with subPath: its updates never reach the pod")
+                return m["mountPath"]
+        e.append(f"Secret {secret} is not mounted")
+        return None
+
+    keys_dir = secret_dir("minidb-api-keys")
+    if keys_dir and env.get("MINIDB_AUTH__KEYS_FILE") != f"{keys_dir}/keys":
+        e.append(f"MINIDB_AUTH__KEYS_FILE is {env.get('MINIDB_AUTH__KEYS_FILE')}, want {keys_dir}/keys")
+    certs = [d for d in docs if d.get("kind") == "Certificate"]
+    if len(certs) != 1 or certs[0].get("apiVersion") != "cert-manager.io/v1":
+        e.append("want one cert-manager.io/v1 Certificate")
+        return e
+    cert = certs[0]["spec"]
+    if not cert.get("secretName") or not cert.get("dnsNames") or not (cert.get("issuerRef") or {}).get("name"):
+        e.append("the Certificate needs secretName, dnsNames and issuerRef.name")
+    tls_dir = secret_dir(cert.get("secretName", ""))
+    if tls_dir:
+        for var, f in (("MINIDB_TLS__CERT_FILE", "tls.crt"), ("MINIDB_TLS__KEY_FILE", "tls.key")):
+            if env.get(var) != f"{tls_dir}/{f}":
+                e.append(f"{var} is {env.get(var)}, want {tls_dir}/{f}")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if ((c.get(probe) or {}).get("httpGet") or {}).get("scheme") != "HTTPS":
+            e.append(f"{probe} does not use scheme HTTPS")
+    for sm in (d for d in docs if d.get("kind") == "ServiceMonitor"):
+        for ep in sm["spec"].get("endpoints") or []:
+            tc = ep.get("tlsConfig") or {}
+            if ep.get("scheme") != "https":
+                e.append("ServiceMonitor endpoint scheme is not https")
+            if ((tc.get("ca") or {}).get("secret") or {}).get("name") != cert.get("secretName"):
+                e.append("ServiceMonitor tlsConfig.ca is not the Certificate's Secret")
+            if tc.get("serverName") not in cert.get("dnsNames", []):
+                e.append(f"ServiceMonitor tlsConfig.serverName {tc.get('serverName')} is not a dnsName of the Certificate")
+            if tc.get("insecureSkipVerify"):
+                e.append("ServiceMonitor skips certificate verification")
+    return e
 
 
 if __name__ == "__main__":
