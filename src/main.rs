@@ -108,6 +108,17 @@ enum Cmd {
         /// Give up when the whole transfer takes longer than this.
         #[arg(long, default_value_t = 3600, value_name = "SECS")]
         timeout_secs: u64,
+        /// API key (an admin key when auth is on), sent as `Authorization: Bearer KEY`.
+        #[arg(
+            long,
+            env = "MINIDB_API_KEY",
+            hide_env_values = true,
+            value_name = "KEY"
+        )]
+        api_key: Option<String>,
+        /// PEM CA certificate to trust for an https:// URL (besides the system's roots).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
     /// Unpack a backup archive into an empty data directory (--data-dir) and verify it.
     RestoreBackup {
@@ -364,13 +375,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out_dir,
             keep,
             timeout_secs,
+            api_key,
+            ca_cert,
         } => {
             let target = match (&out, &out_dir) {
                 (Some(f), _) => f.clone(),
                 (None, Some(d)) => d.join(format!("minidb-{}.tar", utc_stamp())),
                 (None, None) => bail!("give --out FILE or --out-dir DIR"),
             };
-            backup(&url, &target, Duration::from_secs(timeout_secs))?;
+            let auth = BackupAuth {
+                api_key: api_key.as_deref(),
+                ca_cert: ca_cert.as_deref(),
+            };
+            backup(&url, &target, Duration::from_secs(timeout_secs), &auth)?;
             if let (Some(dir), Some(n)) = (&out_dir, keep) {
                 prune_backups(dir, n)?;
             }
@@ -699,18 +716,30 @@ async fn open_engine(
     Ok(())
 }
 
+/// How `minidb backup` reaches a server with API keys or TLS on.
+struct BackupAuth<'a> {
+    api_key: Option<&'a str>,
+    ca_cert: Option<&'a Path>,
+}
+
 /// `minidb backup`: streams GET /api/_backup to `out`, durably.
-fn backup(url: &str, out: &Path, timeout: Duration) -> Result<()> {
-    let client = reqwest::blocking::Client::builder()
+fn backup(url: &str, out: &Path, timeout: Duration, auth: &BackupAuth<'_>) -> Result<()> {
+    let mut builder = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .timeout(timeout)
-        .build()
-        .context("cannot build the HTTP client")?;
+        .timeout(timeout);
+    if let Some(ca) = auth.ca_cert {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let client = builder.build().context("cannot build the HTTP client")?;
     let endpoint = format!("{}/api/_backup", url.trim_end_matches('/'));
-    let mut resp = client
-        .get(&endpoint)
-        .send()
-        .with_context(|| format!("GET {endpoint}"))?;
+    let mut req = client.get(&endpoint);
+    if let Some(key) = auth.api_key {
+        req = req.bearer_auth(key);
+    }
+    let mut resp = req.send().with_context(|| format!("GET {endpoint}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().unwrap_or_default();

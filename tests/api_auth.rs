@@ -244,6 +244,37 @@ fn every_route_with_every_kind_of_key() {
         ("GET", "/api/openapi.json", None, Need::Global(READ), 200),
         ("GET", "/api/_collections", None, Need::Global(READ), 200),
         ("POST", "/api/_compact", None, Need::Global(ADMIN), 202),
+        ("GET", "/api/_backup", None, Need::Global(ADMIN), 200),
+        ("GET", "/api/_changes", None, Need::Global(READ), 200),
+        (
+            "GET",
+            "/api/{col}/_changes",
+            None,
+            Need::Collection(READ),
+            200,
+        ),
+        ("GET", "/api/{col}/_ttl", None, Need::Collection(READ), 200),
+        (
+            "PUT",
+            "/api/{col}/_ttl",
+            Some(json!({"seconds": 3600})),
+            Need::Collection(ADMIN),
+            200,
+        ),
+        (
+            "DELETE",
+            "/api/{col}/_ttl",
+            None,
+            Need::Collection(ADMIN),
+            200,
+        ),
+        (
+            "PUT",
+            "/api/{col}/ttl-{who}?ttl=60",
+            Some(json!({"v": 1})),
+            Need::Collection(WRITE),
+            200,
+        ),
         (
             "DELETE",
             "/api/_collections",
@@ -556,4 +587,37 @@ fn auth_off_on_a_non_loopback_address_warns() {
     let _ = child.wait();
     let line = found.expect("no warning about auth being off");
     assert!(line.contains("\"level\":\"WARN\""), "{line}");
+}
+
+#[test]
+fn minidb_backup_sends_its_api_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let keys = make_keys();
+    let file = tmp.path().join("keys");
+    std::fs::write(&file, &keys.file).expect("write keys");
+    let s = start(&tmp.path().join("data"), &file, &[]);
+    let run = |key: Option<&str>, out: &str| {
+        let mut cmd = api::command(tmp.path());
+        cmd.args(["backup", "--url", &s.base, "--out", out]);
+        if let Some(k) = key {
+            cmd.env("MINIDB_API_KEY", k);
+        }
+        let o = cmd.output().expect("run minidb backup");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(None, "none.tar");
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    let (ok, err) = run(Some(&keys.write), "write.tar");
+    assert!(!ok);
+    assert!(err.contains("403"), "{err}");
+    assert!(!err.contains(&keys.write), "the key in the message: {err}");
+    let (ok, err) = run(Some(&keys.admin), "admin.tar");
+    assert!(ok, "{err}");
+    assert!(tmp.path().join("admin.tar").exists());
+    assert!(!tmp.path().join("none.tar").exists() && !tmp.path().join("write.tar").exists());
+    s.stop();
 }

@@ -237,7 +237,10 @@ fn page_bytes(st: &AppState, include_docs: bool) -> u64 {
 
 fn gone(oldest: u64) -> ApiError {
     let mut e = ApiError::from(StoreError::ChangesGone { oldest });
-    e.header = Some((OLDEST_SEQ, oldest));
+    e.header = Some(Box::new((
+        axum::http::HeaderName::from_static(OLDEST_SEQ),
+        HeaderValue::from(oldest),
+    )));
     e
 }
 

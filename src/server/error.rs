@@ -26,10 +26,9 @@ pub struct ApiError {
     pub rejection: Option<&'static str>,
     /// The request's trace id, in the body of errors whose details only the log has.
     pub trace_id: Option<String>,
-    /// A header with a number the client needs (the feed's oldest sequence on a 410).
-    pub header: Option<(&'static str, u64)>,
-    /// A `WWW-Authenticate` challenge (401 answers).
-    pub challenge: Option<&'static str>,
+    /// One more header the client needs: the `WWW-Authenticate` challenge of a 401, the
+    /// change feed's oldest usable sequence on a 410 (boxed: errors travel in `Result`s).
+    pub header: Option<Box<(axum::http::HeaderName, HeaderValue)>>,
 }
 
 /// Response extension naming why a request was refused (`busy`, `memory`, `concurrency`,
@@ -59,7 +58,6 @@ impl ApiError {
             rejection: None,
             trace_id: None,
             header: None,
-            challenge: None,
         }
     }
 
@@ -171,7 +169,8 @@ impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         let (status, challenge) = auth_status_of(&err);
         ApiError {
-            challenge,
+            header: challenge
+                .map(|c| Box::new((header::WWW_AUTHENTICATE, HeaderValue::from_static(c)))),
             ..ApiError::new(status, err.to_string())
         }
     }
@@ -261,12 +260,9 @@ impl IntoResponse for ApiError {
         if let Some(reason) = self.rejection {
             resp.extensions_mut().insert(Rejection(reason));
         }
-        if let Some((name, v)) = self.header {
-            resp.headers_mut().insert(name, HeaderValue::from(v));
-        }
-        if let Some(c) = self.challenge {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        if let Some(h) = self.header {
+            let (name, value) = *h;
+            resp.headers_mut().insert(name, value);
         }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -17,8 +17,8 @@ pub mod routes;
 pub mod search;
 pub mod startup;
 pub(crate) mod sweeper;
-pub(crate) mod ttl;
 pub mod tls;
+pub(crate) mod ttl;
 
 use std::future::Future;
 use std::net::SocketAddr;
