@@ -1,7 +1,7 @@
 //! The shell's commands: what each takes, its help text, and the parsed form.
 //!
 //! [`SPECS`] is the one table of commands: the parser, `help` and tab completion all read
-//! it. A new command (index, TTL and change-feed commands will come) is one entry here, one
+//! it. A new command (index commands will come) is one entry here, one
 //! [`Command`] variant built in `parse::build`, one arm in `exec::run`, and, when it needs
 //! the database, one [`Backend`](super::backend::Backend) method.
 
@@ -28,6 +28,10 @@ pub(crate) enum Arg {
     OptFile,
     /// A command name (for `help`) that may be left out.
     OptTopic,
+    /// A lifetime in seconds, or `off`, that may be left out (`ttl`).
+    OptLifetime,
+    /// A feed sequence number that may be left out (`changes`).
+    OptSince,
 }
 
 /// What a JSON argument is for: names it in usage and error messages.
@@ -87,6 +91,8 @@ impl Spec {
                 Arg::File => "<file.json>".to_owned(),
                 Arg::OptFile => "[<file.json>]".to_owned(),
                 Arg::OptTopic => "[<command>]".to_owned(),
+                Arg::OptLifetime => "[<seconds>|off]".to_owned(),
+                Arg::OptSince => "[<since>]".to_owned(),
             });
         }
         s
@@ -184,6 +190,22 @@ pub(crate) const SPECS: &[Spec] = &[
         example: "restoreDB backup.json",
     },
     Spec {
+        name: "ttl",
+        aliases: &[],
+        args: &[Collection, OptLifetime],
+        summary: "show a collection's default lifetime, set it (1 to 315360000 seconds: \
+                  later writes expire that long after), or remove it with off",
+        example: "ttl sessions 3600",
+    },
+    Spec {
+        name: "changes",
+        aliases: &[],
+        args: &[OptCollection, OptSince],
+        summary: "print the change feed after a sequence number (default 0) of a collection \
+                  or of all, then last_seq to resume from",
+        example: "changes products 120",
+    },
+    Spec {
         name: "collections",
         aliases: &[],
         args: &[],
@@ -259,6 +281,17 @@ pub(crate) struct UpdateArg {
     pub update: Update,
 }
 
+/// What `ttl` does to a collection's default lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// Prints it.
+    Show,
+    /// Sets it to this many seconds (1 to [`MAX_TTL_SECS`](crate::store::MAX_TTL_SECS)).
+    Set(u64),
+    /// Removes it.
+    Off,
+}
+
 /// A parsed command line.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -299,6 +332,14 @@ pub(crate) enum Command {
     },
     RestoreDb {
         file: PathBuf,
+    },
+    Ttl {
+        collection: String,
+        change: Lifetime,
+    },
+    Changes {
+        collection: Option<String>,
+        since: u64,
     },
     Collections,
     Stats,

@@ -87,6 +87,17 @@ pub enum ShellError {
     /// `restoreDB` failed; the message says how much was written.
     #[error("{0}")]
     Import(#[from] ImportError),
+    /// The change feed was pruned past `since`: a deletion after it may be gone.
+    #[error(
+        "the change feed no longer holds every change after {since} (deletions past their \
+         retention were pruned); the oldest usable since is {oldest}, or 0 to read it all again"
+    )]
+    ChangesGone {
+        /// The `since` asked for.
+        since: u64,
+        /// The lowest `since` the feed can serve.
+        oldest: u64,
+    },
     /// Ctrl-C stopped the command.
     #[error("cancelled")]
     Cancelled,

@@ -9,13 +9,15 @@ use serde_json::{json, Value};
 
 use super::backend::{Backend, Compaction};
 use super::cancel::Cancel;
-use super::command::{spec, Command, Query, SPECS};
+use super::command::{spec, Command, Lifetime, Query, SPECS};
 use super::dumpfile;
 use super::error::{cut, Result, ShellError};
 use super::output::Out;
 
 /// Documents fetched per page by `findMany` and `dumpAll`.
 const PAGE: usize = 100;
+/// Feed entries fetched per page by `changes` (the server's most).
+const CHANGES_PAGE: usize = 1000;
 /// `updateOne`/`deleteOne` look for the first match again when it changed between the
 /// search and the write (another client); this many times at most.
 const WRITE_ATTEMPTS: usize = 5;
@@ -126,6 +128,23 @@ pub(crate) fn run(
             let n = backend.count(&collection, &query)?;
             out.line(&n.to_string())?;
         }
+        Command::Ttl { collection, change } => {
+            let secs = match change {
+                Lifetime::Show => backend.collection_ttl(&collection)?,
+                Lifetime::Set(s) => backend.set_collection_ttl(&collection, Some(s))?,
+                Lifetime::Off => backend.set_collection_ttl(&collection, None)?,
+            };
+            out.line(&match secs {
+                Some(s) => format!("ttl {collection}: {s} s"),
+                None => format!("ttl {collection}: none"),
+            })?;
+        }
+        Command::Changes { collection, since } => {
+            let mut cap = cap(settings);
+            let last = feed(backend, collection.as_deref(), since, out, cancel, &mut cap)?;
+            truncated_note(out, &cap);
+            out.line(&format!("last_seq {last}"))?;
+        }
         Command::Collections => {
             let list = backend.collections()?;
             out.value(&json!(list))?;
@@ -231,6 +250,39 @@ fn stream(
     }
 }
 
+/// Prints the feed after `since` page by page, within `cap`; returns the `since` to
+/// resume from. When the cap cuts the feed, that is just below the first entry left out,
+/// so resuming never skips the rest of a batch sharing its sequence number (it may print
+/// some of the batch again).
+fn feed(
+    backend: &mut dyn Backend,
+    col: Option<&str>,
+    mut since: u64,
+    out: &mut Out,
+    cancel: &Cancel,
+    cap: &mut Cap,
+) -> Result<u64> {
+    loop {
+        cancel.check()?;
+        let page = backend.changes(col, since, CHANGES_PAGE)?;
+        for row in &page.rows {
+            if cap.full() {
+                cap.truncated = true;
+                out.flush()?;
+                return Ok(row.seq.saturating_sub(1).max(since));
+            }
+            out.change(row.seq, &row.collection, &row.id, row.deleted)?;
+            cap.printed += 1;
+        }
+        out.flush()?;
+        // A server that says "more" without moving on would loop for ever.
+        if !page.more || page.last_seq <= since {
+            return Ok(page.last_seq.max(since));
+        }
+        since = page.last_seq;
+    }
+}
+
 /// The first document (in `_id` order) matching `query`.
 fn first_match(
     backend: &mut dyn Backend,
@@ -320,7 +372,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::shell::backend::Page;
+    use crate::shell::backend::{Change, Changes, Page};
     use crate::shell::command::UpdateArg;
     use crate::shell::output::testing::memory;
     use crate::shell::output::Style;
@@ -335,6 +387,13 @@ mod tests {
         searches: usize,
         /// Ctrl-C "arrives" during this search call (1-based).
         cancel_at: Option<(usize, Cancel)>,
+        ttls: BTreeMap<String, u64>,
+        /// The change feed, in sequence order, served `feed_page` entries at a time.
+        feed: Vec<Change>,
+        feed_page: usize,
+        /// `since` below this (and above 0) is gone.
+        floor: u64,
+        feed_reads: usize,
     }
 
     impl Fake {
@@ -450,6 +509,51 @@ mod tests {
                     byte_size: 0,
                 })
                 .collect())
+        }
+        fn collection_ttl(&mut self, col: &str) -> Result<Option<u64>> {
+            Ok(self.ttls.get(col).copied())
+        }
+        fn set_collection_ttl(&mut self, col: &str, secs: Option<u64>) -> Result<Option<u64>> {
+            match secs {
+                Some(s) => self.ttls.insert(col.into(), s),
+                None => self.ttls.remove(col),
+            };
+            Ok(secs)
+        }
+        fn changes(&mut self, col: Option<&str>, since: u64, limit: usize) -> Result<Changes> {
+            self.feed_reads += 1;
+            if let Some((n, c)) = &self.cancel_at {
+                if *n == self.feed_reads {
+                    c.set();
+                }
+            }
+            if since > 0 && since < self.floor {
+                return Err(ShellError::ChangesGone {
+                    since,
+                    oldest: self.floor,
+                });
+            }
+            let rows: Vec<Change> = self
+                .feed
+                .iter()
+                .filter(|c| c.seq > since && col.is_none_or(|n| c.collection == n))
+                .take(limit.min(self.feed_page.max(1)) + 1)
+                .cloned()
+                .collect();
+            let more = rows.len() > limit.min(self.feed_page.max(1));
+            let rows: Vec<Change> = rows
+                .into_iter()
+                .take(limit.min(self.feed_page.max(1)))
+                .collect();
+            let last_seq = match (more, rows.last()) {
+                (true, Some(r)) => r.seq,
+                _ => self.feed.last().map_or(since, |r| r.seq.max(since)),
+            };
+            Ok(Changes {
+                rows,
+                last_seq,
+                more,
+            })
         }
         fn compact(&mut self) -> Result<Compaction> {
             Ok(Compaction::Done)
@@ -618,6 +722,134 @@ mod tests {
         assert!(matches!(r, Err(ShellError::Cancelled)));
         assert!(!other.exists());
         assert!(!dir.path().join("e.json.part").exists());
+    }
+
+    /// A feed of `n` entries of collection `a` (every third deleted) and one of `b`.
+    fn with_feed(n: u64, page: usize) -> Fake {
+        let mut f = Fake {
+            feed_page: page,
+            ..Fake::default()
+        };
+        for seq in 1..=n {
+            f.feed.push(Change {
+                seq,
+                collection: "a".into(),
+                id: format!("d{seq}"),
+                deleted: seq % 3 == 0,
+            });
+        }
+        f.feed.push(Change {
+            seq: n + 1,
+            collection: "b".into(),
+            id: "x y".into(),
+            deleted: false,
+        });
+        f
+    }
+
+    #[test]
+    fn changes_pages_through_the_whole_feed_and_prints_where_to_resume() {
+        let mut fake = with_feed(25, 10);
+        let (r, out, err) = exec(&mut fake, "changes", None, &Cancel::new());
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(err, "");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 27, "{out}");
+        assert_eq!(lines[0], "1  a/d1");
+        assert_eq!(lines[2], "3  a/d3  deleted");
+        assert_eq!(lines[25], "26  b/\"x y\"");
+        assert_eq!(lines[26], "last_seq 26");
+        assert_eq!(fake.feed_reads, 3);
+
+        fake.feed_reads = 0;
+        let (_, out, _) = exec(&mut fake, "changes a 20", None, &Cancel::new());
+        assert_eq!(
+            out,
+            "21  a/d21  deleted\n22  a/d22\n23  a/d23\n24  a/d24  deleted\n25  a/d25\n\
+             last_seq 26\n"
+        );
+        // One word of digits is the since, of every collection.
+        let (_, out, _) = exec(&mut fake, "changes 25", None, &Cancel::new());
+        assert_eq!(out, "26  b/\"x y\"\nlast_seq 26\n");
+    }
+
+    #[test]
+    fn changes_stops_at_the_cap_and_resumes_without_a_gap() {
+        let mut fake = with_feed(25, 10);
+        // d12, d13 and d14 were written in one batch: they share sequence number 12.
+        for row in &mut fake.feed[11..14] {
+            row.seq = 12;
+        }
+        let (r, out, err) = exec(&mut fake, "changes a", Some(12), &Cancel::new());
+        assert!(r.is_ok());
+        assert_eq!(out.lines().count(), 13);
+        // The cap cut the batch after d12: resuming from 11 gets the whole batch.
+        assert!(
+            out.ends_with("11  a/d11\n12  a/d12  deleted\nlast_seq 11\n"),
+            "{out}"
+        );
+        assert!(err.contains("results truncated at 12"), "{err}");
+        let (_, out, _) = exec(&mut fake, "changes a 11", Some(3), &Cancel::new());
+        assert_eq!(
+            out,
+            "12  a/d12  deleted\n12  a/d13\n12  a/d14\nlast_seq 14\n"
+        );
+        // Exactly at the cap, nothing was left out: no note.
+        let (_, _, err) = exec(&mut fake, "changes a 20", Some(5), &Cancel::new());
+        assert_eq!(err, "");
+    }
+
+    #[test]
+    fn changes_below_the_floor_names_the_oldest_usable_since_and_ctrl_c_stops_it() {
+        let mut fake = with_feed(25, 10);
+        fake.floor = 7;
+        let (r, out, _) = exec(&mut fake, "changes a 3", None, &Cancel::new());
+        assert_eq!(out, "");
+        assert_eq!(
+            r.err().map(|e| e.to_string()).unwrap_or_default(),
+            "the change feed no longer holds every change after 3 (deletions past their \
+             retention were pruned); the oldest usable since is 7, or 0 to read it all again"
+        );
+
+        let cancel = Cancel::new();
+        fake.cancel_at = Some((2, cancel.clone()));
+        fake.feed_reads = 0;
+        let (r, out, _) = exec(&mut fake, "changes", None, &cancel);
+        assert!(matches!(r, Err(ShellError::Cancelled)), "{r:?}");
+        assert_eq!(fake.feed_reads, 2);
+        assert!(!out.contains("last_seq"), "{out}");
+    }
+
+    #[test]
+    fn ttl_shows_sets_and_removes() {
+        let mut fake = Fake::default();
+        let c = Cancel::new();
+        assert_eq!(exec(&mut fake, "ttl s", None, &c).1, "ttl s: none\n");
+        assert_eq!(exec(&mut fake, "ttl s 3600", None, &c).1, "ttl s: 3600 s\n");
+        assert_eq!(fake.ttls.get("s"), Some(&3600));
+        assert_eq!(exec(&mut fake, "ttl s", None, &c).1, "ttl s: 3600 s\n");
+        assert_eq!(exec(&mut fake, "ttl s OFF", None, &c).1, "ttl s: none\n");
+        assert!(fake.ttls.is_empty());
+        for bad in [
+            "ttl s 0",
+            "ttl s abc",
+            "ttl s 315360001",
+            "ttl s -5",
+            "ttl s 1.5",
+        ] {
+            let (r, out, _) = exec(&mut fake, bad, None, &c);
+            let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.starts_with("the lifetime must be a whole number of seconds from 1 to 315360000, or off; got "),
+                "{bad}: {e}"
+            );
+            assert_eq!(out, "");
+        }
+        assert!(fake.ttls.is_empty());
+        assert_eq!(
+            exec(&mut fake, "ttl s 315360000", None, &c).1,
+            "ttl s: 315360000 s\n"
+        );
     }
 
     #[test]

@@ -97,6 +97,44 @@ impl Out {
         writeln!(self.out, "{s}").map_err(stdout_error)
     }
 
+    /// One change-feed entry: `seq  collection/id` and `  deleted` when it is, the seq
+    /// green, the name cyan and `deleted` red on a colour terminal. An `_id` with blanks
+    /// or control characters is printed as a JSON string, so it cannot break the line (or
+    /// the terminal).
+    pub(crate) fn change(
+        &mut self,
+        seq: u64,
+        collection: &str,
+        id: &str,
+        deleted: bool,
+    ) -> Result<()> {
+        let quoted;
+        let id = if id.is_empty() || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            quoted = serde_json::to_string(id).unwrap_or_default();
+            quoted.as_str()
+        } else {
+            id
+        };
+        let mark = if deleted { "  deleted" } else { "" };
+        if self.style.color {
+            let (g, c, r, x) = (
+                String::from_utf8_lossy(GREEN),
+                String::from_utf8_lossy(CYAN),
+                RED,
+                String::from_utf8_lossy(RESET),
+            );
+            let mark = if deleted {
+                format!("  {r}deleted{x}")
+            } else {
+                String::new()
+            };
+            writeln!(self.out, "{g}{seq}{x}  {c}{collection}/{id}{x}{mark}")
+        } else {
+            writeln!(self.out, "{seq}  {collection}/{id}{mark}")
+        }
+        .map_err(stdout_error)
+    }
+
     /// A note on stderr (truncation, hints); stdout stays data only.
     pub(crate) fn note(&mut self, s: &str) {
         let _ = self.out.flush();

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::command::{spec, Arg, Command, Query, Spec, UpdateArg};
+use super::command::{spec, Arg, Command, Lifetime, Query, Spec, UpdateArg};
 use super::error::{cut, Result, ShellError};
 use crate::store::document::prepare_insert;
 use crate::store::name::validate_collection;
-use crate::store::{Filter, Update};
+use crate::store::{Filter, Update, MAX_TTL_SECS};
 
 /// Longest command accepted, in bytes (a document may be 10 MiB on the server).
 pub(crate) const MAX_INPUT_BYTES: usize = 16 << 20;
@@ -91,6 +91,8 @@ enum Given {
     Word(String),
     Json(Value),
     File(PathBuf),
+    Lifetime(Lifetime),
+    Since(u64),
 }
 
 struct Cursor<'a> {
@@ -124,7 +126,12 @@ impl<'a> Cursor<'a> {
         let missing = || ShellError::Usage(spec.usage());
         let optional = matches!(
             arg,
-            Arg::OptCollection | Arg::OptJson(_) | Arg::OptFile | Arg::OptTopic
+            Arg::OptCollection
+                | Arg::OptJson(_)
+                | Arg::OptFile
+                | Arg::OptTopic
+                | Arg::OptLifetime
+                | Arg::OptSince
         );
         if self.at_end() {
             return if optional {
@@ -147,6 +154,30 @@ impl<'a> Cursor<'a> {
                 Ok(Given::Word(name.to_owned()))
             }
             Arg::OptTopic => Ok(Given::Word(self.word().to_owned())),
+            Arg::OptLifetime => {
+                let w = self.word();
+                if w.eq_ignore_ascii_case("off") {
+                    return Ok(Given::Lifetime(Lifetime::Off));
+                }
+                match whole_number(w) {
+                    Some(s @ 1..=MAX_TTL_SECS) => Ok(Given::Lifetime(Lifetime::Set(s))),
+                    _ => Err(ShellError::Usage(format!(
+                        "the lifetime must be a whole number of seconds from 1 to \
+                         {MAX_TTL_SECS}, or off; got {:?}",
+                        cut(w, 40)
+                    ))),
+                }
+            }
+            Arg::OptSince => {
+                let w = self.word();
+                whole_number(w).map(Given::Since).ok_or_else(|| {
+                    ShellError::Usage(format!(
+                        "since must be a sequence number (a whole number, as last_seq \
+                         prints); got {:?}",
+                        cut(w, 40)
+                    ))
+                })
+            }
             Arg::Json(role) | Arg::OptJson(role) => self.json(role.name()).map(Given::Json),
             Arg::File | Arg::OptFile => {
                 if self.rest().starts_with('"') {
@@ -224,6 +255,14 @@ fn line_col(input: &str, pos: usize) -> (usize, usize) {
         .rposition(|&b| b == b'\n')
         .map_or(0, |i| i + 1);
     (line, pos - line_start + 1)
+}
+
+/// Digits only (no sign, no exponent), within `u64`.
+fn whole_number(w: &str) -> Option<u64> {
+    if w.is_empty() || !w.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    w.parse().ok()
 }
 
 fn word(v: Given) -> Option<String> {
@@ -317,6 +356,37 @@ fn build(spec: &'static Spec, values: Vec<Given>) -> Result<Command> {
         "restoreDB" => Command::RestoreDb {
             file: file(next()).ok_or_else(usage)?,
         },
+        "ttl" => Command::Ttl {
+            collection: collection()?,
+            change: match next() {
+                Given::Lifetime(l) => l,
+                _ => Lifetime::Show,
+            },
+        },
+        "changes" => {
+            let collection = word(next());
+            match (collection, next()) {
+                (c, Given::Since(since)) => Command::Changes {
+                    collection: c,
+                    since,
+                },
+                // One word of digits is the since: `changes 120` reads every collection.
+                (Some(w), _) => match whole_number(&w) {
+                    Some(since) => Command::Changes {
+                        collection: None,
+                        since,
+                    },
+                    None => Command::Changes {
+                        collection: Some(w),
+                        since: 0,
+                    },
+                },
+                (None, _) => Command::Changes {
+                    collection: None,
+                    since: 0,
+                },
+            }
+        }
         "collections" => Command::Collections,
         "stats" => Command::Stats,
         "compact" => Command::Compact,
@@ -455,6 +525,69 @@ mod tests {
         for e in [err("insertOne"), err(r#"findMany c {"a" 1}"#)] {
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn ttl_and_changes_parse_their_words() {
+        use super::super::command::Lifetime;
+        assert!(matches!(
+            ok("ttl s"),
+            Command::Ttl { collection, change: Lifetime::Show } if collection == "s"
+        ));
+        assert!(matches!(
+            ok("TTL s 315360000"),
+            Command::Ttl {
+                change: Lifetime::Set(315_360_000),
+                ..
+            }
+        ));
+        assert!(matches!(
+            ok("ttl s off"),
+            Command::Ttl {
+                change: Lifetime::Off,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ok("changes"),
+            Command::Changes {
+                collection: None,
+                since: 0
+            }
+        ));
+        assert!(matches!(
+            ok("changes c"),
+            Command::Changes { collection: Some(c), since: 0 } if c == "c"
+        ));
+        assert!(matches!(
+            ok("changes 42"),
+            Command::Changes {
+                collection: None,
+                since: 42
+            }
+        ));
+        assert!(matches!(
+            ok("changes c 42"),
+            Command::Changes {
+                collection: Some(_),
+                since: 42
+            }
+        ));
+        assert_eq!(err("ttl"), "Usage: ttl <collection> [<seconds>|off]");
+        assert_eq!(
+            err("ttl c 0"),
+            "the lifetime must be a whole number of seconds from 1 to 315360000, or off; \
+             got \"0\""
+        );
+        assert!(err("ttl c +5").ends_with("got \"+5\""));
+        assert!(err("ttl c 99999999999999999999999").contains("from 1 to 315360000"));
+        assert_eq!(
+            err("changes c x"),
+            "since must be a sequence number (a whole number, as last_seq prints); got \"x\""
+        );
+        assert!(err("changes c -1").starts_with("since must be"));
+        assert!(err("changes c 1 2").starts_with("unexpected text at column 13"));
+        assert!(err("changes _bad").contains("invalid collection name"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{Backend, Compaction, Page};
+use super::{Backend, Change, Changes, Compaction, Page};
 use crate::engine::{self, Engine};
 use crate::shell::cancel::Cancel;
 use crate::shell::command::{Query, UpdateArg};
@@ -21,6 +21,8 @@ use crate::store::{CollectionInfo, Store, StoreError};
 const SCAN_BUDGET: usize = 20_000;
 /// How long a write is retried while the engine answers `Busy` (flushes catching up).
 const BUSY_GIVE_UP: Duration = Duration::from_secs(60);
+/// Bytes of a feed page (no documents are read: ids only), as the server's.
+const CHANGES_PAGE_BYTES: u64 = 256 << 10;
 
 pub(crate) struct Embedded {
     store: Option<Store>,
@@ -162,6 +164,42 @@ impl Backend for Embedded {
 
     fn collections(&mut self) -> Result<Vec<CollectionInfo>> {
         Ok(self.store()?.collections()?)
+    }
+
+    fn collection_ttl(&mut self, col: &str) -> Result<Option<u64>> {
+        Ok(self.store()?.collection_ttl(col)?)
+    }
+
+    fn set_collection_ttl(&mut self, col: &str, secs: Option<u64>) -> Result<Option<u64>> {
+        self.write(|s| s.set_collection_ttl(col, secs))?;
+        Ok(secs)
+    }
+
+    fn changes(&mut self, col: Option<&str>, since: u64, limit: usize) -> Result<Changes> {
+        let page = match self
+            .store()?
+            .changes(col, since, limit, false, CHANGES_PAGE_BYTES)
+        {
+            Ok(page) => page,
+            Err(StoreError::ChangesGone { oldest }) => {
+                return Err(ShellError::ChangesGone { since, oldest })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Changes {
+            rows: page
+                .results
+                .into_iter()
+                .map(|r| Change {
+                    seq: r.seq,
+                    collection: r.collection,
+                    id: r.id,
+                    deleted: r.deleted,
+                })
+                .collect(),
+            last_seq: page.last_seq,
+            more: page.more,
+        })
     }
 
     fn compact(&mut self) -> Result<Compaction> {

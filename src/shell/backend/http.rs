@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{Backend, Compaction, Page};
+use super::{Backend, Change, Changes, Compaction, Page};
 use crate::shell::cancel::Cancel;
 use crate::shell::command::{Query, UpdateArg};
 use crate::shell::error::{cut, Result, ShellError};
@@ -58,6 +58,8 @@ struct Reply {
     status: u16,
     etag: Option<u64>,
     retry_after: Option<Duration>,
+    /// `X-MiniDB-Oldest-Seq` of a 410 from the change feed.
+    oldest_seq: Option<u64>,
     body: Vec<u8>,
 }
 
@@ -101,6 +103,10 @@ fn read_reply(resp: reqwest::blocking::Response) -> reqwest::Result<Reply> {
     let retry_after = header(reqwest::header::RETRY_AFTER)
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    let oldest_seq = header(reqwest::header::HeaderName::from_static(
+        "x-minidb-oldest-seq",
+    ))
+    .and_then(|s| s.trim().parse().ok());
     let mut body = Vec::new();
     // A read error past the cap surfaces as a short body; the cap check below names it.
     let _ = resp.take(MAX_RESPONSE_BYTES + 1).read_to_end(&mut body);
@@ -108,6 +114,7 @@ fn read_reply(resp: reqwest::blocking::Response) -> reqwest::Result<Reply> {
         status,
         etag,
         retry_after,
+        oldest_seq,
         body,
     })
 }
@@ -390,6 +397,26 @@ struct CollectionReply {
 }
 
 #[derive(Deserialize)]
+struct TtlReply {
+    seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ChangeReply {
+    seq: u64,
+    collection: String,
+    id: String,
+    deleted: bool,
+}
+
+#[derive(Deserialize)]
+struct ChangesReply {
+    results: Vec<ChangeReply>,
+    last_seq: u64,
+    pending: bool,
+}
+
+#[derive(Deserialize)]
 struct StatusReply {
     status: String,
 }
@@ -514,6 +541,56 @@ impl Backend for Http {
         let reply = self.call(req)?;
         let list: Vec<CollectionReply> = self.json(&reply, "the collection list")?;
         Ok(list.into_iter().map(|c| c.name).collect())
+    }
+
+    fn collection_ttl(&mut self, col: &str) -> Result<Option<u64>> {
+        let reply = self.call(Req::get(self.url(&["api", col, "_ttl"])))?;
+        Ok(self.json::<TtlReply>(&reply, "the ttl answer")?.seconds)
+    }
+
+    fn set_collection_ttl(&mut self, col: &str, secs: Option<u64>) -> Result<Option<u64>> {
+        let url = self.url(&["api", col, "_ttl"]);
+        let req = match secs {
+            Some(s) => Req::with(Method::PUT, url, body(&serde_json::json!({"seconds": s}))?),
+            None => {
+                let mut req = Req::get(url);
+                req.method = Method::DELETE;
+                req
+            }
+        };
+        let reply = self.call(req)?;
+        Ok(self.json::<TtlReply>(&reply, "the ttl answer")?.seconds)
+    }
+
+    fn changes(&mut self, col: Option<&str>, since: u64, limit: usize) -> Result<Changes> {
+        let mut url = match col {
+            Some(c) => self.url(&["api", c, "_changes"]),
+            None => self.url(&["api", "_changes"]),
+        };
+        url.query_pairs_mut()
+            .append_pair("since", &since.to_string())
+            .append_pair("limit", &limit.to_string());
+        let reply = self.call_raw(&Req::get(url))?;
+        match (reply.status, reply.oldest_seq) {
+            (410, Some(oldest)) => return Err(ShellError::ChangesGone { since, oldest }),
+            (s, _) if s >= 400 => return Err(server_error(&reply)),
+            _ => {}
+        }
+        let page: ChangesReply = self.json(&reply, "the change feed")?;
+        Ok(Changes {
+            rows: page
+                .results
+                .into_iter()
+                .map(|r| Change {
+                    seq: r.seq,
+                    collection: r.collection,
+                    id: r.id,
+                    deleted: r.deleted,
+                })
+                .collect(),
+            last_seq: page.last_seq,
+            more: page.pending,
+        })
     }
 
     fn compact(&mut self) -> Result<Compaction> {

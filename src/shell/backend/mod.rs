@@ -27,6 +27,27 @@ pub(crate) struct Page {
     pub next: Option<String>,
 }
 
+/// One entry of the change feed (the document's latest change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub seq: u64,
+    pub collection: String,
+    pub id: String,
+    /// Deleted or expired.
+    pub deleted: bool,
+}
+
+/// One page of the change feed.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// In sequence order.
+    pub rows: Vec<Change>,
+    /// The `since` of the next page.
+    pub last_seq: u64,
+    /// More entries follow at once (the page stopped at its limit).
+    pub more: bool,
+}
+
 /// What `compact` did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Compaction {
@@ -39,8 +60,8 @@ pub(crate) enum Compaction {
 /// A way to the documents. Methods block; a long one returns
 /// [`ShellError::Cancelled`](super::error::ShellError::Cancelled) soon after Ctrl-C.
 ///
-/// A command that needs something new from the database (index, TTL and change-feed
-/// commands will) adds a method here, implemented by both backends.
+/// A command that needs something new from the database (index commands will) adds a
+/// method here, implemented by both backends.
 pub(crate) trait Backend {
     /// "http://127.0.0.1:6866" or "data directory ./data", for the banner.
     fn describe(&self) -> String;
@@ -77,6 +98,14 @@ pub(crate) trait Backend {
     fn collection_names(&mut self) -> Result<Vec<String>> {
         Ok(self.collections()?.into_iter().map(|c| c.name).collect())
     }
+    /// `col`'s default lifetime in seconds, if it has one.
+    fn collection_ttl(&mut self, col: &str) -> Result<Option<u64>>;
+    /// Sets (`Some`, 1 to `MAX_TTL_SECS`) or removes (`None`) `col`'s default lifetime;
+    /// returns it as it now is.
+    fn set_collection_ttl(&mut self, col: &str, secs: Option<u64>) -> Result<Option<u64>>;
+    /// Up to `limit` feed entries after `since`, of `col` or of every collection. A `since`
+    /// below the feed's floor is [`ShellError::ChangesGone`](super::error::ShellError).
+    fn changes(&mut self, col: Option<&str>, since: u64, limit: usize) -> Result<Changes>;
     /// Runs (embedded) or starts (server) a full compaction.
     fn compact(&mut self) -> Result<Compaction>;
     /// The engine's counters, as a JSON object.
