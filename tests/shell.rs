@@ -177,6 +177,26 @@ fn every_command(target: &Target<'_>, tmp: &Path) {
         r#"findOne products {"_id":"p1"}"#,
         &[r#""name": "Laptop Pro""#],
     );
+    run(&mut s, "ttl products", &["ttl products: none"]);
+    run(&mut s, "ttl products 3600", &["ttl products: 3600 s"]);
+    run(&mut s, "TTL products", &["ttl products: 3600 s"]);
+    run(&mut s, "ttl products off", &["ttl products: none"]);
+    run(&mut s, "ttl products", &["ttl products: none"]);
+    // p3 deleted first, then p1 and p2 written again by the restore; one line each.
+    let rest = run(
+        &mut s,
+        "changes products",
+        &[
+            "  products/p3  deleted",
+            "  products/p1\r\n",
+            "  products/p2\r\n",
+            "last_seq ",
+        ],
+    );
+    assert!(
+        !rest.contains("products/"),
+        "one entry per document: {rest}"
+    );
     let compacted = match target {
         Target::Server(_) => "Server: compaction",
         Target::Dir(_) => "Compaction complete",
@@ -200,6 +220,8 @@ fn every_command(target: &Target<'_>, tmp: &Path) {
         "collections",
         "stats",
         "compact",
+        "ttl <collection> [<seconds>|off]",
+        "changes [<collection>] [<since>]",
         "exit",
     ] {
         assert!(rest.contains(name), "help lacks {name}: {rest}");
@@ -208,6 +230,12 @@ fn every_command(target: &Target<'_>, tmp: &Path) {
         &mut s,
         "help findMany",
         &["Usage: findMany <collection> [<jsonFilter>]", "example:"],
+    );
+
+    run(
+        &mut s,
+        "help changes",
+        &["Usage: changes [<collection>] [<since>]", "example:"],
     );
 
     // A JSON argument over several lines: Enter inside `{` continues the input.
@@ -346,6 +374,20 @@ fn colours_on_a_terminal() {
             "\x1b[33m\"_id\"\x1b[0m: \x1b[36m\"a\"\x1b[0m",
             "\x1b[33m\"n\"\x1b[0m: \x1b[32m7\x1b[0m",
         ],
+    );
+    run(&mut s, r#"deleteOne c {"_id":"a"}"#, &["Deleted a from c"]);
+    run(
+        &mut s,
+        "changes c",
+        &[
+            "\x1b[32m",
+            "\x1b[0m  \x1b[36mc/a\x1b[0m  \x1b[31mdeleted\x1b[0m",
+        ],
+    );
+    run(
+        &mut s,
+        r#"insertOne c {"_id":"a","n":7}"#,
+        &["Inserted a into c"],
     );
     run(&mut s, "nope", &["\x1b[31merror: Unknown command: nope"]);
     s.send_line("exit").expect("send");
@@ -582,6 +624,77 @@ fn c_scripts(target: &Target<'_>, tmp: &Path) {
     );
 }
 
+/// `ttl` and `changes` in scripts: exact output, and bad values are one line with exit 1
+/// that change nothing.
+fn ttl_and_changes_scripts(target: &Target<'_>, tmp: &Path) {
+    let sh = |line: &str| script(&mut shell_command(tmp, target, &["-c", line]), "");
+    let out = sh("ttl c\nttl c 60\nttl c");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ttl c: none\nttl c: 60 s\nttl c: 60 s\n");
+
+    let lifetime = "the lifetime must be a whole number of seconds from 1 to 315360000, or off";
+    for (bad, word) in [
+        ("ttl c abc", "abc"),
+        ("ttl c 0", "0"),
+        ("ttl c 315360001", "315360001"),
+    ] {
+        let out = sh(bad);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert_eq!(stdout(&out), "", "{bad}");
+        assert_eq!(stderr(&out), format!("error: {lifetime}; got \"{word}\"\n"));
+    }
+    let out = sh("ttl c\nttl c off\nttl c");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ttl c: 60 s\nttl c: none\nttl c: none\n");
+
+    let out = sh("changes c x");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "error: since must be a sequence number (a whole number, as last_seq prints); \
+         got \"x\"\n"
+    );
+
+    // a and b were inserted in one batch (by c_scripts): one sequence number.
+    let out = sh("changes c");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let seq = lines[0].strip_suffix("  c/a").expect("the entry of a");
+    assert_eq!(lines[1], format!("{seq}  c/b"));
+    let last: u64 = lines[2]
+        .strip_prefix("last_seq ")
+        .and_then(|n| n.parse().ok())
+        .expect("last_seq N");
+    assert!(last >= seq.parse::<u64>().expect("a number"), "{text}");
+    // Resumed from last_seq: nothing new, then exactly the deletion made after it, in
+    // this collection's feed and in the feed of every collection.
+    let out = sh(&format!("changes c {last}\ndeleteOne c {{\"_id\":\"a\"}}"));
+    assert_eq!(stdout(&out), format!("last_seq {last}\nDeleted a from c\n"));
+    for feed in [format!("changes c {last}"), format!("changes {last}")] {
+        let out = sh(&feed);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{feed}: {text}");
+        let seq: u64 = lines[0]
+            .strip_suffix("  c/a  deleted")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{feed}: {text}"));
+        assert!(seq > last, "{text}");
+        // last_seq is where the feed stands (every write counts), at least the entry's.
+        let resume: u64 = lines[1]
+            .strip_prefix("last_seq ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{feed}: {text}"));
+        assert!(resume >= seq, "{text}");
+        let out = sh(&format!("{feed}\nchanges c {resume}"));
+        assert_eq!(stdout(&out), format!("{text}last_seq {resume}\n"));
+    }
+}
+
 /// Commands on stdin: JSON over several lines, `exit` stops, an unclosed bracket at the
 /// end fails with one line.
 fn stdin_scripts(target: &Target<'_>, tmp: &Path) {
@@ -616,6 +729,7 @@ fn scripts_over_a_server() {
     let server = Server::start(&tmp.path().join("data"), &[]);
     let target = Target::Server(&server);
     c_scripts(&target, tmp.path());
+    ttl_and_changes_scripts(&target, tmp.path());
     stdin_scripts(&target, tmp.path());
     server.stop();
 }
@@ -625,7 +739,81 @@ fn scripts_embedded() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let target = Target::Dir(tmp.path().join("data"));
     c_scripts(&target, tmp.path());
+    ttl_and_changes_scripts(&target, tmp.path());
     stdin_scripts(&target, tmp.path());
+}
+
+/// A `since` below the pruned part of the feed is one line naming the oldest usable since
+/// (exit 1), over a server (its 410) and embedded; from there the feed is served.
+#[test]
+fn changes_past_the_retention_name_the_oldest_usable_since() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            ("MINIDB_CHANGES__RETENTION_SECS", "1"),
+            ("MINIDB_EXPIRY__SWEEP_INTERVAL_MS", "50"),
+        ],
+    );
+    let target = Target::Server(&server);
+    let sh = |target: &Target<'_>, line: &str| {
+        script(&mut shell_command(tmp.path(), target, &["-c", line]), "")
+    };
+    let out = sh(&target, r#"insertOne old {"_id":"a"}"#);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&sh(&target, "changes old"));
+    let early: u64 = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_suffix("  old/a"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let out = sh(
+        &target,
+        "deleteOne old {\"_id\":\"a\"}\ninsertOne old {\"_id\":\"b\"}",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let gone = loop {
+        let out = sh(&target, &format!("changes old {early}"));
+        if out.status.code() == Some(1) {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the deletion was never pruned");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(stdout(&gone), "");
+    let err = stderr(&gone);
+    let prefix = format!(
+        "error: the change feed no longer holds every change after {early} (deletions past \
+         their retention were pruned); the oldest usable since is "
+    );
+    let oldest: u64 = err
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(", or 0 to read it all again\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(oldest > early, "{err}");
+    let out = sh(&target, &format!("changes old {oldest}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "only b after the floor: {text}");
+    assert!(text.contains("  old/b\nlast_seq "), "{text}");
+    server.stop();
+
+    let dir = Target::Dir(data);
+    let out = sh(&dir, &format!("changes old {early}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), err, "the same line embedded");
+    let out = sh(&dir, "changes old");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "only b: {text}");
+    assert!(
+        text.lines().next().is_some_and(|l| l.ends_with("  old/b")),
+        "{text}"
+    );
 }
 
 /// A data directory a server holds is refused with one clear line; a server that is not
