@@ -2,8 +2,8 @@
 //! change feed, every `expiry.sweep_interval_ms`.
 //!
 //! Each pass runs on the blocking pool and deletes at most `expiry.sweep_batch`
-//! documents, one write batch each under its stripe lock, so foreground writes interleave
-//! with it; a backlog larger than one pass is worked off pass by pass without waiting
+//! documents, in write batches of up to 64 under their stripe locks, so foreground writes
+//! interleave with it; a backlog larger than one pass is worked off pass by pass without waiting
 //! for the interval.
 
 use std::sync::Arc;

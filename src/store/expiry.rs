@@ -4,7 +4,8 @@
 //! An expired document is gone for every read at once (the read checks its expiry); the
 //! sweeper only makes the space and the collection counters follow. It finds due documents
 //! through the expiry index (`x` keys, in expiry order), never by scanning documents, and
-//! deletes at most a given number per pass, each under its stripe lock like any write.
+//! deletes at most a given number per pass, in write batches of up to 64 documents under
+//! their stripe locks like any multi-document write.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,12 @@ use crate::engine::{Snapshot, WriteBatch};
 
 /// The longest lifetime a write or collection may ask for: 10 years.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 86_400;
+
+/// Expired documents deleted per write batch (one fsync for all of them).
+const EXPIRE_CHUNK: usize = 64;
+
+/// A due expiry index entry: (expires_ms, collection, id, its key).
+type Due = (u64, String, String, Vec<u8>);
 
 /// Most collections whose default lifetime is cached; past it the cache starts over.
 const TTL_CACHE_MAX: usize = 10_000;
@@ -182,10 +189,12 @@ impl Store {
             more,
             ..Sweep::default()
         };
-        for (at, col, id, index_key) in due {
-            match self.expire_one(&col, &id, at, &index_key, now) {
-                Ok(true) => sweep.expired += 1,
-                Ok(false) => sweep.stale += 1,
+        for chunk in due.chunks(EXPIRE_CHUNK) {
+            match self.expire_chunk(chunk, now) {
+                Ok((expired, stale)) => {
+                    sweep.expired += expired;
+                    sweep.stale += stale;
+                }
                 Err(e) => {
                     // What this pass did not get to is due still: look again next time.
                     self.next_expiry.store(0, Ordering::SeqCst);
@@ -196,30 +205,43 @@ impl Store {
         Ok(sweep)
     }
 
-    /// Deletes `(col, id)` if it still expires at `at` (and has by `now`); else removes
-    /// the index entry alone. True when the document was deleted.
-    fn expire_one(&self, col: &str, id: &str, at: u64, index_key: &[u8], now: u64) -> Result<bool> {
-        let stripe = Self::stripe(col, id);
-        let _guard = self.stripes[stripe].lock();
-        let key = doc_key(col, id);
-        let old = self.read_doc(&key)?;
+    /// Deletes each `(at, col, id, index key)` of `chunk` whose document still expires at
+    /// `at` (and has by `now`), in one write batch under the chunk's stripe locks (taken in
+    /// order, as every multi-document write does); an entry that no longer matches its
+    /// document loses only its index key. Returns (deleted, stale).
+    fn expire_chunk(&self, chunk: &[Due], now: u64) -> Result<(u64, u64)> {
+        let mut stripes: Vec<usize> = chunk
+            .iter()
+            .map(|(_, c, i, _)| Self::stripe(c, i))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes.iter().map(|&s| self.stripes[s].lock()).collect();
         let mut batch = WriteBatch::new();
         let mut hints = Hints::default();
-        let expired = match &old {
-            Some(o) if o.expires_ms == at && o.expired_at(now) => {
-                let next = Next::Gone(Gone::Expired);
-                self.stage(&mut batch, &mut hints, (col, id, &key), Some(o), next, now)?;
-                let mut deltas = std::collections::HashMap::new();
-                deltas.insert((col.to_owned(), stripe), (-1, -(o.json.len() as i64)));
-                self.add_stats(&mut batch, &deltas)?;
-                true
+        let mut deltas = std::collections::HashMap::new();
+        let (mut expired, mut stale) = (0, 0);
+        for (at, col, id, index_key) in chunk {
+            let key = doc_key(col, id);
+            match self.read_doc(&key)? {
+                Some(o) if o.expires_ms == *at && o.expired_at(now) => {
+                    let next = Next::Gone(Gone::Expired);
+                    self.stage(&mut batch, &mut hints, (col, id, &key), Some(&o), next, now)?;
+                    let d: &mut (i64, i64) = deltas
+                        .entry((col.clone(), Self::stripe(col, id)))
+                        .or_default();
+                    d.0 -= 1;
+                    d.1 -= o.json.len() as i64;
+                    expired += 1;
+                }
+                _ => {
+                    batch.delete(index_key);
+                    stale += 1;
+                }
             }
-            _ => {
-                batch.delete(index_key);
-                false
-            }
-        };
+        }
+        self.add_stats(&mut batch, &deltas)?;
         self.commit(batch, hints)?;
-        Ok(expired)
+        Ok((expired, stale))
     }
 }
