@@ -15,6 +15,9 @@ pub mod shell;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
+#[doc(hidden)]
+pub mod utc;
 
 pub use config::Config;
 pub use engine::Engine;

@@ -7,7 +7,7 @@ mod api;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use api::Server;
+use api::{wait_until as wait_for, Server};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -469,15 +469,6 @@ fn protected_metrics_need_an_unlimited_read_key() {
         1
     );
     s.stop();
-}
-
-/// Polls until `cond` holds (30 s at most).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -80,14 +80,6 @@ fn pump(
     (lines, h)
 }
 
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 impl Logged {
     /// `minidb serve` on a free port with `env` (log level info unless `env` says
     /// otherwise), without OTEL_* variables; waits for its address.

@@ -5,10 +5,12 @@
 
 mod api;
 
+use api::wait_until as wait_for;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use reqwest::blocking::Client;
@@ -130,14 +132,6 @@ fn start(tmp: &Path, ca: &Ca, extra: &[(&str, &str)]) -> Tls {
             .is_ok_and(|r| r.status() == 200)
     });
     t
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// What the server sends back on a raw connection after `bytes`, until it closes.

@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::backend::Backend;
 use super::cancel::Cancel;
@@ -96,30 +95,14 @@ fn write_into(
 /// MiniDBGo's name for a dump taken now: `dump_<HHMMSS>_<DDMMYYYY>.json` (UTC here; Go
 /// used local time).
 pub(crate) fn default_name() -> PathBuf {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    PathBuf::from(name_at(secs))
+    PathBuf::from(name_at(crate::utc::now_secs()))
 }
 
 fn name_at(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let c = crate::utc::civil(secs);
     format!(
-        "dump_{:02}{:02}{:02}_{day:02}{month:02}{year:04}.json",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "dump_{:02}{:02}{:02}_{:02}{:02}{:04}.json",
+        c.hour, c.minute, c.second, c.day, c.month, c.year
     )
 }
 
